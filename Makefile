@@ -1,0 +1,25 @@
+# The README's two commands. Each creates .venv when it is missing and installs fxprune
+# (editable, with its onnx and dev extras) before running.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fxprune-installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip || true
+	$(PY) -m pip install --quiet -e '.[onnx,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fxprune prune --model torchvision:resnet50 --sparsity 0.5 --criterion l1 --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,186 @@
+"""``fxprune.compile``: trace -> analyse -> score/resolve -> rewrite -> verify, timed per stage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelError, PlanError
+from .graph.channels import ChannelGraph, analyze
+from .graph.cost import count_macs, count_params
+from .graph.rules import REGISTRY, OpRegistry
+from .graph.trace import TracedModel, propagate_shapes, trace
+from .module import REPORT_KEY, PrunedGraphModule
+from .passes.mask import insert_masks
+from .passes.rewrite import pruned_shape, rewrite_pass
+from .passes.verify import verify as verify_pass
+from .plan import Plan, Resolution
+from .planner import resolve as resolve_plan
+from .report import BarrierReport, GroupReport, Report
+
+log = logging.getLogger(__name__)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class Analysis:
+    """A model traced, shape-propagated and analysed: everything a plan is resolved against."""
+
+    model: nn.Module
+    inputs: tuple[Any, ...]
+    traced: TracedModel
+    cg: ChannelGraph
+    timer: _Timer
+
+    @property
+    def module_names(self) -> set[str]:
+        return {n for n, _ in self.model.named_modules()}
+
+    @property
+    def parameters(self) -> set[str]:
+        return {n for n, t in self.cg.tensors.items() if isinstance(t, nn.Parameter)}
+
+
+def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
+    if example_inputs is None:
+        raise PlanError("example_inputs are required: fxprune runs the model once to learn every tensor's shape")
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def check_finite(model: nn.Module) -> None:
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelError(f"`{name}` holds NaN or infinite values: channel scores and verification would be "
+                             "meaningless. Fix or re-initialise those weights before pruning.")
+
+
+def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = (),
+            concrete_args: dict[str, Any] | None = None, registry: OpRegistry = REGISTRY) -> Analysis:
+    """Trace ``model`` (eval and train mode), propagate shapes, build its channel graph."""
+    if not isinstance(model, nn.Module):
+        raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
+    inputs = _as_inputs(example_inputs)
+    check_finite(model)
+    timer = _Timer()
+    with timer.stage("trace"):
+        traced = trace(model, leaf_modules=leaf_modules, registry=registry, concrete_args=concrete_args)
+        for gm in traced.graph_modules:
+            propagate_shapes(gm, inputs)
+    with timer.stage("analyse"):
+        cg = analyze(traced.graph_modules, registry)
+        cg.groups()
+    return Analysis(model, inputs, traced, cg, timer)
+
+
+def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
+            analysis: Analysis | None = None, calibration_data: Any = None, **trace_kwargs: Any) -> Resolution:
+    """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
+    a = analysis or analyse(model, example_inputs, **trace_kwargs)
+    with a.timer.stage("score"):
+        return resolve_plan(plan or Plan(), a.cg, module_names=a.module_names, parameters=a.parameters,
+                            model=model, data=calibration_data)
+
+
+def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
+            resolution: Resolution | None = None, verify: bool = True, atol: float = 1e-5, rtol: float = 1e-4,
+            leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
+            calibration_data: Any = None, registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
+    """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
+    smaller module. The caller's model is never modified.
+
+    With ``verify`` (the default) the result is checked against the dense model with the pruned
+    channels zeroed on the example inputs; beyond ``atol + rtol * max|ref|`` a
+    ``VerificationError`` names the first diverging node."""
+    if plan is not None and not isinstance(plan, Plan):
+        raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
+    a = analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args, registry=registry)
+    if resolution is None:
+        resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data)
+    elif plan is not None:
+        log.info("a resolution was given; the plan is only recorded")
+    timer, cg, traced = a.timer, a.cg, a.traced
+    with timer.stage("rewrite"):
+        id_kept = cg.id_kept(resolution.pruned_roots(cg))
+        small = rewrite_pass(traced, cg, id_kept, registry)
+        small.training = model.training
+    err = None
+    if verify:
+        with timer.stage("verify"):
+            err = _verify(small, traced, id_kept, a.inputs, atol, rtol)
+    small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, plan or resolution.plan)
+    small.meta["fxprune.resolution"] = resolution
+    return small
+
+
+def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, inputs: tuple[Any, ...],
+            atol: float, rtol: float) -> float:
+    cls = type(small)
+    err = verify_pass(small, cls.forward_eval, small.graph, traced.eval_gm, insert_masks(traced.eval_gm, id_kept),
+                      inputs, id_kept, atol=atol, rtol=rtol, mode="eval")
+    if traced.train_gm is not None:
+        err = max(err, verify_pass(small, cls.forward_train, small.train_graph, traced.train_gm,
+                                   insert_masks(traced.train_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol,
+                                   mode="train"))
+    return err
+
+
+def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution: Resolution,
+            id_kept: np.ndarray, err: float | None, plan: Plan | None) -> Report:
+    cg, gm = a.cg, a.traced.eval_gm
+    groups = cg.groups()
+    roots = cg.roots
+    group_reports = []
+    for g in groups:
+        after = int(id_kept[g.classes].sum())
+        group_reports.append(GroupReport(g.key, g.producer_modules, g.size, after, int(g.pinned.sum())))
+    barriers: dict[tuple[str, str], BarrierReport] = {}
+    for b in cg.barriers:
+        if b.reason == "model output":
+            continue
+        cls = np.unique(roots[b.ids])
+        n = int((cg.group_of[cls] >= 0).sum())
+        key = (b.node, b.reason)
+        if key in barriers:
+            barriers[key].channels += n
+        elif n:
+            barriers[key] = BarrierReport(b.node, b.op, b.reason, n)
+    notes = []
+    if not any(g.prunable for g in groups):
+        notes.append("no prunable channel group: every channel is pinned (see barriers); the model is unchanged")
+    elif resolution.pruned_count == 0:
+        notes.append("the plan removes no channel")
+    if a.traced.auto_leaves:
+        notes.append(f"{len(a.traced.auto_leaves)} submodule(s) could not be traced and were kept whole as barriers")
+    if a.traced.train_gm is not None:
+        notes.append("the model branches on self.training; the pruned model keeps both graphs")
+    return Report(
+        model=type(model).__name__,
+        params_before=count_params(model), params_after=count_params(small),
+        macs_before=count_macs(gm),
+        macs_after=count_macs(gm, shape_of=lambda n: pruned_shape(n, id_kept), module_of=small.get_submodule),
+        groups=group_reports, barriers=list(barriers.values()), auto_leaves=dict(a.traced.auto_leaves),
+        seconds=dict(a.timer.seconds), max_abs_error=err, train_graph=a.traced.train_gm is not None,
+        notes=notes, plan=plan.to_dict() if plan is not None else None,
+    )

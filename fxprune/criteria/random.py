@@ -1,0 +1,17 @@
+"""Uniform random scores: the baseline every criterion must beat."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..graph.channels import Group
+from . import ScoringContext, register_criterion
+
+
+@register_criterion("random")
+def random(group: Group, ctx: ScoringContext) -> np.ndarray:
+    """Deterministic in (plan seed, group key) so a plan always resolves the same way."""
+    rng = np.random.default_rng([ctx.seed, zlib.crc32(group.key.encode())])
+    return rng.random(group.size)

@@ -1,0 +1,1 @@
+"""Tracing, channel analysis and the op-rule registry."""

@@ -1,0 +1,186 @@
+"""Contractions: matmul / bmm / einsum / addmm and scaled-dot-product attention.
+
+Operands are described with einsum labels. Channels on a contracted label must be removed from
+both operands together (a zeroed position contributes nothing to the sum), so their factors are
+unioned; channels on kept labels flow to the output. This is what lets attention products
+(``q @ k.transpose(-2, -1)``, ``attn @ v``) be pruned through.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..channels import RuleContext
+from ..factors import Factor, Factors
+from .pointwise import union_aligned
+from .registry import register_rule
+
+
+def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], out_labels: Sequence[str],
+             what: str, pinned_labels: Sequence[str] = ()) -> Factors:
+    sizes: dict[str, int] = {}
+    for x, labels in operands:
+        for lab, s in zip(labels, ctx.shape(x)):
+            sizes[lab] = max(sizes.get(lab, 1), s)
+    # every factor, re-expressed over sorted labels
+    by_set: dict[tuple[str, ...], list[tuple[int, np.ndarray]]] = {}
+    for i, (x, labels) in enumerate(operands):
+        diagonal = len(set(labels)) != len(labels)
+        for f in ctx.factors(x):
+            labs = [labels[a] for a in f.axes]
+            if diagonal or any(lab in pinned_labels for lab in labs):
+                ctx.pin(f.ids, f"{what}: channels on a mixed or repeated axis")
+                continue
+            order = np.argsort(labs)
+            key = tuple(labs[k] for k in order)
+            by_set.setdefault(key, []).append((i, np.transpose(f.ids, order)))
+    keys = list(by_set)
+    overlapping = {a for a in keys for b in keys if a != b and set(a) & set(b)}
+    out: list[Factor] = []
+    for key, entries in by_set.items():
+        if key in overlapping:
+            for _, ids in entries:
+                ctx.pin(ids, f"{what}: channel factors of the operands overlap")
+            continue
+        want = tuple(sizes[lab] for lab in key)
+        full = [(i, ids) for i, ids in entries if ids.shape == want]
+        for i, ids in entries:
+            if ids.shape != want:
+                ctx.pin(ids, f"{what}: a broadcast channel cannot be removed")
+        if not full:
+            continue
+        rep = full[0][1]
+        for _, ids in full[1:]:
+            ctx.union(rep, ids)
+        have = {i for i, _ in full}
+        fixed = False
+        for i, (x, labels) in enumerate(operands):
+            if i in have:
+                continue
+            shape = dict(zip(labels, ctx.shape(x)))
+            if any(shape.get(lab, 1) > 1 for lab in key):
+                fixed = True
+        if fixed:
+            ctx.pin(rep, f"{what}: meets an operand that carries no channels on this axis")
+            continue
+        kept = [k for k, lab in enumerate(key) if lab in out_labels]
+        if len(kept) == len(key):
+            axes = [list(out_labels).index(lab) for lab in key]
+            order = np.argsort(axes)
+            out.append(Factor(tuple(axes[k] for k in order), np.transpose(rep, order)))
+        elif kept:
+            # partly contracted (heads x head_dim): prune the contracted positions, same in every
+            # kept position, so the kept axes of the output need no channel factor
+            for k in kept:
+                ctx.union(rep, np.broadcast_to(rep.take([0], axis=k), rep.shape))
+    return tuple(sorted(out, key=lambda f: f.axes))
+
+
+def _batch_labels(n: int) -> list[str]:
+    return [f"b{k}" for k in range(n)]
+
+
+def matmul_labels(na: int, nb: int) -> tuple[list[str], list[str], list[str]]:
+    nbatch = max(na - 2, nb - 2, 0)
+    batch = _batch_labels(nbatch)
+    a = ["k"] if na == 1 else batch[nbatch - (na - 2):] + ["i", "k"]
+    b = ["k"] if nb == 1 else batch[nbatch - (nb - 2):] + ["k", "j"]
+    out = batch + (["i"] if na > 1 else []) + (["j"] if nb > 1 else [])
+    return a, b, out
+
+
+@register_rule(functions=[torch.matmul, operator.matmul, torch.bmm, torch.mm], methods=["matmul", "bmm", "mm"])
+def matmul(ctx: RuleContext) -> Factors:
+    a, b = ctx.node.args[0], ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs["other"]
+    la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
+    return contract(ctx, [(a, la), (b, lb)], lo, "matmul")
+
+
+@register_rule(functions=[torch.addmm, torch.baddbmm, torch.addbmm], methods=["addmm", "baddbmm"])
+def addmm(ctx: RuleContext) -> Factors:
+    bias, a, b = ctx.node.args[:3]
+    la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
+    if ctx.node.target is torch.addbmm:
+        la, lb, lo = ["b", "i", "k"], ["b", "k", "j"], ["i", "j"]
+    prod = contract(ctx, [(a, la), (b, lb)], lo, "addmm")
+    out_shape = ctx.out_shape
+    present = [(out_shape, list(prod))]
+    s = ctx.shape(bias)
+    if s is not None:
+        off = len(out_shape) - len(s)
+        present.append(((1,) * off + s, [f.with_axes([x + off for x in f.axes]) for f in ctx.factors(bias)]))
+    return union_aligned(ctx, present, out_shape, "addmm bias")
+
+
+def parse_einsum(equation: str, ndims: Sequence[int]) -> tuple[list[list[str]], list[str]]:
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    specs = lhs.split(",")
+    ell_n = 0
+    labels = []
+    for spec, nd in zip(specs, ndims):
+        if "..." in spec:
+            pre, post = spec.split("...")
+            n = nd - len(pre) - len(post)
+            ell_n = max(ell_n, n)
+            labels.append(list(pre) + [f"e{ell_n - n + k}" for k in range(n)] + list(post))
+        else:
+            labels.append(list(spec))
+    ell = [f"e{k}" for k in range(ell_n)]
+    if "->" in eq:
+        if "..." in rhs:
+            pre, post = rhs.split("...")
+            out = list(pre) + ell + list(post)
+        else:
+            out = list(rhs)
+    else:
+        counts: dict[str, int] = {}
+        for ls in labels:
+            for lab in ls:
+                counts[lab] = counts.get(lab, 0) + 1
+        out = ell + sorted(lab for lab, c in counts.items() if c == 1 and not lab.startswith("e"))
+    return labels, out
+
+
+@register_rule(functions=[torch.einsum])
+def einsum(ctx: RuleContext) -> Factors:
+    equation = ctx.node.args[0]
+    ops = ctx.node.args[1:]
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = ops[0]
+    labels, out = parse_einsum(equation, [len(ctx.shape(x)) for x in ops])
+    return contract(ctx, list(zip(ops, labels)), out, f"einsum {equation!r}")
+
+
+@register_rule(functions=[F.scaled_dot_product_attention])
+def sdpa(ctx: RuleContext) -> Any:
+    """softmax(q k^T * scale) v: the head dim of q/k is contracted, v's head dim flows out; the
+    key/sequence axis is mixed by the softmax."""
+    q, k, v = (ctx.arg(i, n) for i, n in enumerate(("query", "key", "value")))
+    if ctx.arg(7, "enable_gqa", False):
+        return ctx.barrier("grouped-query attention")
+    nq = len(ctx.shape(q))
+    batch = _batch_labels(nq - 2)
+    ops = [(q, batch + ["L", "E"]), (k, batch[len(batch) - (len(ctx.shape(k)) - 2):] + ["S", "E"]),
+           (v, batch[len(batch) - (len(ctx.shape(v)) - 2):] + ["S", "V"])]
+    mask = ctx.arg(3, "attn_mask", None)
+    if mask is not None:
+        ctx.pin_factors(ctx.factors(mask), "attention mask")
+    return contract(ctx, ops, batch + ["L", "V"], "attention", pinned_labels=("S",))
+
+
+@sdpa.rewriter
+def _rewrite_sdpa(r) -> None:
+    """Removing head-dim channels must not change the default scale 1/sqrt(E)."""
+    q = r.old.args[0] if r.old.args else r.old.kwargs["query"]
+    scale = r.old.args[6] if len(r.old.args) > 6 else r.old.kwargs.get("scale")
+    dense_e = r.dense_shape(q)[-1]
+    if scale is None and r.kept_shape(q)[-1] != dense_e:
+        r.new.kwargs = {**r.new.kwargs, "scale": 1.0 / math.sqrt(dense_e)}

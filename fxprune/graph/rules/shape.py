@@ -1,0 +1,481 @@
+"""Shape ops: view/reshape/flatten, permute/transpose, (un)squeeze, expand/repeat, cat/stack,
+split/chunk, indexing.
+
+These move channel factors between axes without touching values. Their rewriters update the
+shape constants the graph carries (``view(b, 256, -1)``, ``split([64, 64])``, ``x[:, :64]``) to
+the pruned widths; sizes computed at run time (``x.size(1)``) need no rewrite.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from .. import factors as fct
+from ..channels import RuleContext, tensor_meta
+from ..factors import Factor, Factors, factor_on
+from .pointwise import aligned, union_aligned
+from .registry import register_rule
+
+
+def _pinner(ctx: RuleContext):
+    return lambda ids, reason: ctx.pin(ids, reason)
+
+
+def _size_args(node: fx.Node, first: int = 1, kw: Sequence[str] = ("shape", "size")) -> tuple[list[Any], str]:
+    """Sizes given to view/reshape/expand as varargs or as one sequence; and where they live."""
+    rest = node.args[first:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        return list(rest[0]), "seq"
+    if rest:
+        return list(rest), "varargs"
+    for k in kw:
+        if k in node.kwargs:
+            return list(node.kwargs[k]), k
+    return [], "varargs"
+
+
+def _set_size_args(node: fx.Node, sizes: list[Any], where: str, first: int = 1) -> None:
+    if where == "seq":
+        node.args = tuple(node.args[:first]) + (tuple(sizes),)
+    elif where == "varargs":
+        node.args = tuple(node.args[:first]) + tuple(sizes)
+    else:
+        kwargs = dict(node.kwargs)
+        kwargs[where] = tuple(sizes)
+        node.kwargs = kwargs
+
+
+def _replace_literals(sizes: Sequence[Any], kept: Sequence[int]) -> list[Any]:
+    """Int sizes (but -1) become the pruned widths; sizes computed in the graph stay."""
+    return [kept[i] if isinstance(s, int) and not isinstance(s, bool) and s != -1 else s
+            for i, s in enumerate(sizes)]
+
+
+# ---- reshape family ------------------------------------------------------------------------------
+@register_rule(methods=["view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"],
+               functions=[torch.reshape, torch.flatten, torch.unflatten],
+               modules=[nn.Flatten, nn.Unflatten])
+def reshape(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    if ctx.node.op == "call_method" and ctx.node.target == "view" and len(ctx.node.args) == 2 \
+            and isinstance(ctx.node.args[1], torch.dtype):
+        return ctx.barrier("view as another dtype")
+    out_shape = ctx.out_shape
+    factors = fct.reshape(ctx.factors(x), ctx.shape(x), out_shape, _pinner(ctx), "reshape")
+    if ctx.node.op == "call_method" and ctx.node.target in ("view_as", "reshape_as"):
+        other = aligned(ctx, ctx.arg(1, "other"), len(out_shape))
+        return union_aligned(ctx, [(out_shape, list(factors)), other], out_shape, "view_as")
+    return factors
+
+
+@reshape.rewriter
+def _rewrite_reshape(r) -> None:
+    node = r.old
+    kept = r.kept_shape(node)
+    if kept == r.dense_shape(node):
+        return
+    if node.op == "call_module":
+        mod = r.module()
+        if isinstance(mod, nn.Unflatten):
+            dim = mod.dim % len(kept)
+            mod.unflattened_size = tuple(kept[dim:dim + len(mod.unflattened_size)])
+        return
+    target = node.target
+    new = r.new  # read arguments from the new node: they reference the new graph's nodes
+    if target in ("view", "reshape") or target is torch.reshape:
+        sizes, where = _size_args(new)
+        _set_size_args(new, _replace_literals(sizes, kept), where)
+    elif target in ("unflatten",) or target is torch.unflatten:
+        dim = new.args[1] if len(new.args) > 1 else new.kwargs["dim"]
+        sizes = new.args[2] if len(new.args) > 2 else new.kwargs["sizes"]
+        dim %= len(kept)
+        new_sizes = tuple(_replace_literals(sizes, kept[dim:dim + len(sizes)]))
+        if len(node.args) > 2:
+            r.new.args = tuple(r.new.args[:2]) + (new_sizes,) + tuple(r.new.args[3:])
+        else:
+            r.new.kwargs = {**r.new.kwargs, "sizes": new_sizes}
+
+
+# ---- permutations -----------------------------------------------------------------------------
+@register_rule(methods=["permute", "transpose", "transpose_", "swapaxes", "swapdims", "t", "movedim",
+                        "moveaxis"],
+               functions=[torch.permute, torch.transpose, torch.swapaxes, torch.swapdims, torch.t,
+                          torch.movedim, torch.moveaxis])
+def permute(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    nd = len(ctx.shape(x))
+    name = ctx.node.target if ctx.node.op == "call_method" else ctx.node.target.__name__
+    if name == "permute":
+        dims = ctx.node.args[1:] if len(ctx.node.args) > 2 else ctx.arg(1, "dims")
+        perm = [d % nd for d in dims]
+    elif name == "t":
+        perm = list(range(nd))[::-1]
+    elif name in ("movedim", "moveaxis"):
+        src, dst = ctx.arg(1, "source"), ctx.arg(2, "destination")
+        src = [src] if isinstance(src, int) else list(src)
+        dst = [dst] if isinstance(dst, int) else list(dst)
+        src, dst = [s % nd for s in src], [d % nd for d in dst]
+        rest = [a for a in range(nd) if a not in src]
+        perm = [None] * nd
+        for s, d in zip(src, dst):
+            perm[d] = s
+        it = iter(rest)
+        perm = [p if p is not None else next(it) for p in perm]
+    else:
+        d0, d1 = ctx.arg(1, "dim0") % nd, ctx.arg(2, "dim1") % nd
+        perm = list(range(nd))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+    return fct.permute(ctx.factors(x), perm)
+
+
+@register_rule(functions=[getattr])
+def attribute(ctx: RuleContext) -> Any:
+    """``x.mT`` / ``x.T`` move channels; ``x.shape`` and friends carry none."""
+    x, name = ctx.node.args[0], ctx.node.args[1]
+    shape = ctx.shape(x)
+    if name in ("mT", "mH") and shape is not None:
+        perm = list(range(len(shape)))
+        perm[-1], perm[-2] = perm[-2], perm[-1]
+        return fct.permute(ctx.factors(x), perm)
+    if name == "T" and shape is not None:
+        return fct.permute(ctx.factors(x), list(range(len(shape)))[::-1])
+    if name in ("real", "imag", "data"):
+        return ctx.factors(x)
+    if ctx.shape() is not None:
+        return ctx.barrier(f"tensor attribute `{name}`")
+    return None
+
+
+# ---- (un)squeeze -------------------------------------------------------------------------------
+@register_rule(methods=["unsqueeze", "unsqueeze_"], functions=[torch.unsqueeze])
+def unsqueeze(ctx: RuleContext) -> Factors:
+    dim = ctx.arg(1, "dim") % len(ctx.out_shape)
+    return fct.unsqueeze(ctx.factors(ctx.arg(0, "input")), dim)
+
+
+@register_rule(methods=["squeeze", "squeeze_"], functions=[torch.squeeze])
+def squeeze(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    shape = ctx.shape(x)
+    dim = ctx.arg(1, "dim", None)
+    if dim is None:
+        dims = [a for a, s in enumerate(shape) if s == 1]
+    else:
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        dims = [d % len(shape) for d in dims if shape[d % len(shape)] == 1]
+    return fct.squeeze(ctx.factors(x), dims, _pinner(ctx), "squeeze of a one-channel axis")
+
+
+# ---- expand / repeat --------------------------------------------------------------------------------
+@register_rule(methods=["expand"])
+def expand(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    shape, out = ctx.shape(x), ctx.out_shape
+    lead = len(out) - len(shape)
+    result = []
+    for f in ctx.factors(x):
+        if any(shape[a] == 1 and out[a + lead] > 1 for a in f.axes):
+            ctx.pin(f.ids, "expand of a one-channel axis")
+            continue
+        result.append(f.with_axes([a + lead for a in f.axes]))
+    return tuple(result)
+
+
+@expand.rewriter
+def _rewrite_expand(r) -> None:
+    kept = r.kept_shape(r.old)
+    if kept != r.dense_shape(r.old):
+        sizes, where = _size_args(r.new)
+        _set_size_args(r.new, _replace_literals(sizes, kept), where)
+
+
+@register_rule(methods=["repeat"])
+def repeat(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    shape = ctx.shape(x)
+    reps, _ = _size_args(ctx.node)
+    lead = len(reps) - len(shape)
+    out = []
+    for f in ctx.factors(x):
+        tile = [reps[a + lead] for a in f.axes]
+        if not all(isinstance(t, int) for t in tile):
+            ctx.pin(f.ids, "repeat by a computed count")
+            continue
+        out.append(Factor(tuple(a + lead for a in f.axes), np.tile(f.ids, tile)))
+    return tuple(out)
+
+
+# ---- cat / stack --------------------------------------------------------------------------------------
+@register_rule(functions=[torch.cat, torch.concat, torch.concatenate])
+def cat(ctx: RuleContext) -> Factors:
+    tensors = [t for t in ctx.arg(0, "tensors") if ctx.shape(t) is not None]
+    out_shape = ctx.out_shape
+    dim = ctx.arg(1, "dim", 0) % len(out_shape)
+    parts = [(ctx.factors(t), ctx.shape(t)) for t in tensors]
+    for factors, _ in parts:
+        f = factor_on(factors, dim)
+        if f is not None and len(f.axes) > 1:
+            ctx.pin(f.ids, "cat along an axis of a multi-axis channel factor")
+    along, others = fct.concat(parts, dim, lambda n: ctx.fresh(n, pinned=True))
+    rest = union_aligned(ctx, [(s, list(o)) for (_, s), o in zip(parts, others)], out_shape, "cat")
+    return tuple(sorted(rest + ((along,) if along is not None else ()), key=lambda f: f.axes))
+
+
+@register_rule(functions=[torch.stack])
+def stack(ctx: RuleContext) -> Factors:
+    tensors = ctx.arg(0, "tensors")
+    out_shape = ctx.out_shape
+    dim = ctx.arg(1, "dim", 0) % len(out_shape)
+    present = []
+    for t in tensors:
+        s = ctx.shape(t)
+        if s is None:
+            continue
+        fs = fct.unsqueeze(ctx.factors(t), dim)
+        present.append((s[:dim] + (1,) + s[dim:], list(fs)))
+    return union_aligned(ctx, present, out_shape, "stack")
+
+
+# ---- split family -------------------------------------------------------------------------------------
+@register_rule(methods=["split", "split_with_sizes", "chunk", "tensor_split"],
+               functions=[torch.split, torch.chunk, torch.tensor_split, torch.split_with_sizes])
+def split(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    shape = ctx.shape(x)
+    dim = ctx.arg(2, "dim", 0) % len(shape)
+    outs = tensor_meta(ctx.node)
+    sizes = [int(m.shape[dim]) for m in outs]
+    f = factor_on(ctx.factors(x), dim)
+    others = tuple(g for g in ctx.factors(x) if g is not f)
+    if f is not None and len(f.axes) > 1:
+        ctx.pin(f.ids, "split along an axis of a multi-axis channel factor")
+        f = None
+    result, start = [], 0
+    for size in sizes:
+        part = others + ((Factor((dim,), f.ids[start:start + size]),) if f is not None and size else ())
+        result.append(tuple(sorted(part, key=lambda g: g.axes)))
+        start += size
+    return result
+
+
+@split.rewriter
+def _rewrite_split(r) -> None:
+    node = r.old
+    outs = r.kept_tree(node)
+    dense = r.dense_tree(node)
+    if outs == dense:
+        return
+    dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(dense[0])
+    sizes = [s[dim] for s in outs]
+    name = node.target if node.op == "call_method" else node.target.__name__
+    if name == "chunk":
+        n = node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]
+        total = sum(sizes)
+        step = -(-total // n)
+        natural = [min(step, total - i * step) for i in range(n) if total - i * step > 0]
+        if natural == sizes:
+            return
+    new = r.new
+    if node.op == "call_method":
+        new.target = "split"
+    else:
+        new.target = torch.split
+    kwargs = {k: v for k, v in new.kwargs.items() if k not in ("dim", "chunks", "split_size_or_sections",
+                                                                 "split_size", "split_sizes", "indices",
+                                                                 "sections", "indices_or_sections")}
+    new.args = (new.args[0], list(sizes), dim)
+    new.kwargs = kwargs
+
+
+@register_rule(methods=["unbind"], functions=[torch.unbind])
+def unbind(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    dim = ctx.arg(1, "dim", 0) % len(ctx.shape(x))
+    kept = []
+    for f in ctx.factors(x):
+        if dim in f.axes:
+            ctx.pin(f.ids, "unbind along a channel axis")
+        else:
+            kept.append(f.with_axes([a - (a > dim) for a in f.axes]))
+    return [tuple(kept) for _ in tensor_meta(ctx.node)]
+
+
+# ---- indexing -------------------------------------------------------------------------------------------
+def _expand_index(idx: Any, nd: int) -> list[Any] | None:
+    """The index as one entry per input axis (plus None entries), or None for advanced indexing."""
+    idx = list(idx) if isinstance(idx, tuple) else [idx]
+    if any(isinstance(i, (fx.Node, list, torch.Tensor)) and not _is_scalar_node(i) for i in idx):
+        return None
+    consuming = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if Ellipsis in idx:
+        k = idx.index(Ellipsis)
+        idx = idx[:k] + [slice(None)] * (nd - consuming) + idx[k + 1:]
+    else:
+        idx = idx + [slice(None)] * (nd - consuming)
+    return idx
+
+
+def _is_scalar_node(i: Any) -> bool:
+    return isinstance(i, fx.Node) and tensor_meta(i) is None
+
+
+def _norm_slice(s: slice, size: int) -> tuple[int, int, int] | None:
+    if any(isinstance(v, fx.Node) for v in (s.start, s.stop, s.step)):
+        return None
+    return s.indices(size)
+
+
+def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
+    shape = ctx.shape(x)
+    entries = _expand_index(idx, len(shape))
+    if entries is None:
+        return ctx.barrier("advanced (tensor) indexing")
+    axis_map: dict[int, int] = {}
+    selected: dict[int, Any] = {}
+    sliced: dict[int, slice] = {}
+    i_in = i_out = 0
+    for e in entries:
+        if e is None:
+            i_out += 1
+        elif isinstance(e, slice):
+            axis_map[i_in] = i_out
+            if e != slice(None):
+                sliced[i_in] = e
+            i_in += 1
+            i_out += 1
+        else:  # int or scalar node
+            selected[i_in] = e
+            i_in += 1
+    out = []
+    for f in ctx.factors(x):
+        sel = [a for a in f.axes if a in selected]
+        if sel:
+            if len(f.axes) == 1 and isinstance(selected[sel[0]], int):
+                ctx.pin(f.ids[selected[sel[0]]:][:1], "indexing picks this channel")
+            else:
+                ctx.pin(f.ids, "indexing picks channels by a computed index")
+            continue
+        cut = [a for a in f.axes if a in sliced]
+        ids = f.ids
+        if cut:
+            a = cut[0]
+            norm = _norm_slice(sliced[a], shape[a])
+            if len(f.axes) > 1 or norm is None or norm[2] != 1:
+                ctx.pin(f.ids, "strided or computed slice of a channel axis")
+                continue
+            ids = ids[norm[0]:norm[1]]
+        out.append(Factor(tuple(axis_map[a] for a in f.axes), ids))
+    return tuple(out)
+
+
+@register_rule(functions=[tuple])
+def tuple_construct(ctx: RuleContext) -> Any:
+    """``GoogLeNetOutputs(logits, aux2, aux1)``: a tuple whose items keep their channels."""
+    items = list(ctx.node.args) + list(ctx.node.kwargs.values())
+    if len(items) == 1 and isinstance(items[0], (tuple, list)):
+        items = list(items[0])
+    return [x.meta.get("fxprune.factors") if isinstance(x, fx.Node) else None for x in items]
+
+
+@register_rule(functions=[operator.getitem])
+def getitem(ctx: RuleContext) -> Any:
+    src, idx = ctx.node.args
+    tree = src.meta.get("fxprune.factors") if isinstance(src, fx.Node) else None
+    if isinstance(tree, list):
+        return tree[idx] if isinstance(idx, int) else (tree[idx] if isinstance(idx, slice) else None)
+    if isinstance(tree, dict):
+        return tree.get(idx)
+    if ctx.shape(src) is None:
+        return None  # indexing a shape, a list of sizes, ...
+    return index_factors(ctx, src, idx)
+
+
+@getitem.rewriter
+def _rewrite_getitem(r) -> None:
+    src, idx = r.old.args
+    if not isinstance(src, fx.Node) or r.dense_shape(src) is None or isinstance(src.meta.get("fxprune.factors"), list):
+        return
+    shape = r.dense_shape(src)
+    entries = _expand_index(idx, len(shape))
+    if entries is None:
+        return
+    idx = r.new.args[1]
+    was_tuple = isinstance(idx, tuple)
+    items = list(idx) if was_tuple else [idx]
+    # map every slice in the original index to its input axis
+    i_in, changed = 0, False
+    positions = []
+    for e in items:
+        if e is Ellipsis:
+            i_in += len(shape) - sum(1 for i in items if i is not None and i is not Ellipsis)
+            positions.append(None)
+        elif e is None:
+            positions.append(None)
+        else:
+            positions.append(i_in)
+            i_in += 1
+    new_items = list(items)
+    for k, (e, axis) in enumerate(zip(items, positions)):
+        if not isinstance(e, slice) or axis is None or e == slice(None):
+            continue
+        f = r.factor_on(src, axis)
+        if f is None:
+            continue
+        keep = r.id_kept[f.ids]
+        start, stop, _ = e.indices(shape[axis])
+        new_start = int(keep[:start].sum())
+        new_stop = int(keep[:stop].sum())
+        new_items[k] = slice(None if e.start is None else new_start, None if e.stop is None else new_stop, e.step)
+        changed = True
+    if changed:
+        r.new.args = (r.new.args[0], tuple(new_items) if was_tuple else new_items[0])
+
+
+@register_rule(methods=["narrow"], functions=[torch.narrow])
+def narrow(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    nd = len(ctx.shape(x))
+    dim, start, length = ctx.arg(1, "dim") % nd, ctx.arg(2, "start"), ctx.arg(3, "length")
+    stop = start + length if isinstance(start, int) and isinstance(length, int) else length
+    return index_factors(ctx, x, tuple([slice(None)] * dim + [slice(start, stop)]))
+
+
+@narrow.rewriter
+def _rewrite_narrow(r) -> None:
+    src = r.old.args[0]
+    dim = r.old.args[1] % len(r.dense_shape(src))
+    f = r.factor_on(src, dim)
+    start, length = r.old.args[2], r.old.args[3]
+    if f is None or not isinstance(start, int):
+        return
+    keep = r.id_kept[f.ids]
+    new_start = int(keep[:start].sum())
+    new_len = int(keep[start:start + length].sum())
+    r.new.args = (r.new.args[0], r.new.args[1], new_start, new_len)
+
+
+@register_rule(methods=["select"], functions=[torch.select])
+def select(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    nd = len(ctx.shape(x))
+    dim, index = ctx.arg(1, "dim") % nd, ctx.arg(2, "index")
+    return index_factors(ctx, x, tuple([slice(None)] * dim + [index]))
+
+
+@register_rule(methods=["index_select"], functions=[torch.index_select])
+def index_select(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    dim = ctx.arg(1, "dim") % len(ctx.shape(x))
+    out = []
+    for f in ctx.factors(x):
+        if dim in f.axes:
+            ctx.pin(f.ids, "index_select along a channel axis")
+        else:
+            out.append(f)
+    return tuple(out)

@@ -1,0 +1,198 @@
+"""Ops over spatial axes (pooling, resizing, padding, pixel shuffle) and reductions.
+
+Spatial ops keep channels; a channel factor on a spatial axis is pinned. Reductions and
+normalisations *over* a channel axis (mean/sum/max over C, softmax over C) compute a statistic
+of all channels, so removing one changes the result: those channels are pinned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import factors as fct
+from ..channels import RuleContext, multi_meta, tensor_meta
+from ..factors import Factor, Factors, factor_on
+from .pointwise import elementwise
+from .registry import register_rule
+
+_SPATIAL_MODULES = {
+    1: [nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d,
+        nn.ReflectionPad1d, nn.ReplicationPad1d, nn.ConstantPad1d, nn.ZeroPad1d, nn.CircularPad1d],
+    2: [nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d,
+        nn.FractionalMaxPool2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ConstantPad2d, nn.ZeroPad2d,
+        nn.CircularPad2d],
+    3: [nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d, nn.FractionalMaxPool3d,
+        nn.ReflectionPad3d, nn.ReplicationPad3d, nn.ConstantPad3d, nn.ZeroPad3d, nn.CircularPad3d],
+}
+_SPATIAL_FUNCTIONS = {
+    1: [F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d, F.lp_pool1d],
+    2: [F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.lp_pool2d,
+        torch.max_pool2d, F.max_pool2d_with_indices, F.adaptive_max_pool2d_with_indices],
+    3: [F.max_pool3d, F.avg_pool3d, F.adaptive_avg_pool3d, F.adaptive_max_pool3d],
+}
+
+
+def _keep_leading(ctx: RuleContext, x: Any, n_spatial: int, what: str) -> Factors:
+    nd = len(ctx.shape(x))
+    out = []
+    for f in ctx.factors(x):
+        if any(a >= nd - n_spatial for a in f.axes):
+            ctx.pin(f.ids, f"{what} mixes positions of this axis")
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+def _spatial_rule(n_spatial: int):
+    def spatial(ctx: RuleContext) -> Any:
+        factors = _keep_leading(ctx, ctx.arg(0, "input"), n_spatial, "pooling/padding")
+        multi = multi_meta(ctx.node)
+        return [factors for _ in multi] if multi is not None else factors
+
+    spatial.__name__ = f"spatial{n_spatial}d"
+    return spatial
+
+
+for _n in (1, 2, 3):
+    register_rule(modules=_SPATIAL_MODULES[_n], functions=_SPATIAL_FUNCTIONS[_n])(_spatial_rule(_n))
+
+
+@register_rule(modules=[nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d],
+               functions=[F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear])
+def resize(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    return _keep_leading(ctx, x, len(ctx.shape(x)) - 2, "resizing")
+
+
+@register_rule(functions=[F.pad])
+def pad(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    widths = ctx.arg(1, "pad")
+    return _keep_leading(ctx, x, len(widths) // 2, "padding")
+
+
+@register_rule(modules=[nn.PixelShuffle], functions=[F.pixel_shuffle])
+def pixel_shuffle(ctx: RuleContext) -> Factors:
+    """Output channel c gathers input channels c*r^2 .. c*r^2+r^2-1 into space: they go together."""
+    x = ctx.arg(0, "input")
+    r = ctx.module().upscale_factor if ctx.node.op == "call_module" else ctx.arg(1, "upscale_factor")
+    nd = len(ctx.shape(x))
+    cax = nd - 3
+    out = []
+    for f in ctx.factors(x):
+        if f.axes == (cax,):
+            blocks = f.ids.reshape(-1, r * r)
+            ctx.union(blocks, np.broadcast_to(blocks[:, :1], blocks.shape))
+            out.append(Factor((cax,), blocks[:, 0].copy()))
+        elif all(a < cax for a in f.axes):
+            out.append(f)
+        else:
+            ctx.pin(f.ids, "pixel shuffle mixes this axis")
+    return tuple(out)
+
+
+@register_rule(modules=[nn.PixelUnshuffle], functions=[F.pixel_unshuffle])
+def pixel_unshuffle(ctx: RuleContext) -> Factors:
+    x = ctx.arg(0, "input")
+    r = ctx.module().downscale_factor if ctx.node.op == "call_module" else ctx.arg(1, "downscale_factor")
+    cax = len(ctx.shape(x)) - 3
+    out = []
+    for f in ctx.factors(x):
+        if f.axes == (cax,):
+            out.append(Factor((cax,), np.repeat(f.ids, r * r)))
+        elif all(a < cax for a in f.axes):
+            out.append(f)
+        else:
+            ctx.pin(f.ids, "pixel unshuffle mixes this axis")
+    return tuple(out)
+
+
+@register_rule(modules=[nn.ChannelShuffle], functions=[F.channel_shuffle, F.native_channel_shuffle])
+def channel_shuffle(ctx: RuleContext) -> Factors:
+    """view(g, C/g) -> transpose -> flatten: the same relative position is kept in every group."""
+    x = ctx.arg(0, "input")
+    g = ctx.module().groups if ctx.node.op == "call_module" else ctx.arg(1, "groups")
+    out = []
+    for f in ctx.factors(x):
+        if f.axes == (1,):
+            blocks = f.ids.reshape(g, -1)
+            ctx.union(blocks, np.broadcast_to(blocks[:1], blocks.shape))
+            out.append(Factor((1,), np.ascontiguousarray(blocks.T).ravel()))
+        elif f.axes == (0,):
+            out.append(f)
+        else:
+            ctx.pin(f.ids, "channel shuffle of a spatial axis")
+    return tuple(out)
+
+
+# ---- reductions ----------------------------------------------------------------------------------
+_REDUCTIONS = ["mean", "sum", "nansum", "nanmean", "amax", "amin", "max", "min", "var", "std", "prod",
+               "logsumexp", "argmax", "argmin", "all", "any", "norm", "count_nonzero", "median"]
+
+
+@register_rule(methods=_REDUCTIONS, functions=[getattr(torch, n) for n in _REDUCTIONS])
+def reduction(ctx: RuleContext) -> Any:
+    x = ctx.arg(0, "input")
+    shape = ctx.shape(x)
+    second = ctx.node.args[1] if len(ctx.node.args) > 1 else None
+    name = ctx.node.target if ctx.node.op == "call_method" else ctx.node.target.__name__
+    if name in ("max", "min") and (ctx.shape(second) is not None or "other" in ctx.node.kwargs):
+        return elementwise.propagate(ctx)  # torch.max(a, b)
+    dim_index = 2 if name == "norm" else 1  # norm(input, p, dim, keepdim)
+    dim = ctx.arg(dim_index, "dim", None)
+    keepdim = bool(ctx.arg(dim_index + 1, "keepdim", False))
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        dims = list(range(len(shape)))
+        keepdim = keepdim and dim is not None
+    else:
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        dims = [d % len(shape) for d in dims]
+    out = fct.reduce_axes(ctx.factors(x), dims, keepdim, lambda ids, r: ctx.pin(ids, r),
+                          f"{name} over a channel axis")
+    multi = multi_meta(ctx.node)
+    return [out for _ in multi] if multi is not None else out
+
+
+@register_rule(methods=["softmax", "log_softmax", "cumsum", "cumprod", "cummax", "cummin", "sort",
+                        "argsort", "topk", "logcumsumexp"],
+               functions=[F.softmax, F.log_softmax, F.softmin, torch.softmax, torch.log_softmax,
+                          torch.cumsum, torch.cumprod, torch.sort, torch.argsort, torch.topk, F.normalize,
+                          F.glu, torch.logcumsumexp],
+               modules=[nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, nn.GLU, nn.LocalResponseNorm,
+                        nn.CrossMapLRN2d])
+def along_axis(ctx: RuleContext) -> Any:
+    """Ops that mix all positions along one axis: channels there are pinned."""
+    x = ctx.arg(0, "input")
+    nd = len(ctx.shape(x))
+    name = type(ctx.module()).__name__ if ctx.node.op == "call_module" else (
+        ctx.node.target if ctx.node.op == "call_method" else ctx.node.target.__name__)
+    if ctx.node.op == "call_module":
+        m = ctx.module()
+        dim = getattr(m, "dim", 1 if nd > 1 else 0)
+        if isinstance(m, (nn.Softmax2d, nn.LocalResponseNorm, nn.CrossMapLRN2d)):
+            dim = nd - 3
+    elif name == "topk":
+        dim = ctx.arg(2, "dim", -1)
+    elif name == "normalize":
+        dim = ctx.arg(2, "dim", 1)
+    elif name == "glu":
+        dim = ctx.arg(1, "dim", -1)
+    else:
+        dim = ctx.arg(1, "dim", -1 if name in ("sort", "argsort") else None)
+    if dim is None:
+        return ctx.barrier(f"{name} without an explicit dim")
+    dim %= nd
+    out = fct.reduce_axes(ctx.factors(x), [dim], True, lambda ids, r: ctx.pin(ids, r),
+                          f"{name} mixes channels along axis {dim}")
+    multi = multi_meta(ctx.node)
+    if multi is not None:
+        return [out for _ in multi]
+    meta = tensor_meta(ctx.node)
+    if tuple(meta.shape) != ctx.shape(x):  # glu halves the axis, topk shortens it
+        return tuple(f for f in out if all(meta.shape[a] == f.ids.shape[k] for k, a in enumerate(f.axes)))
+    return out

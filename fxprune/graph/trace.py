@@ -1,0 +1,188 @@
+"""Tracing: torch.fx symbolic tracing with a leaf policy, automatic leaves, and shape propagation.
+
+Leaf policy: user-named leaves, modules that have a channel rule, and torch.nn layers are leaves;
+everything else is traced through. A submodule whose forward cannot be traced (data-dependent
+control flow, iteration over a tensor) is rolled back out of the graph and kept as a leaf; with
+no rule it becomes a barrier, and the report lists it.
+
+FX specialises ``self.training`` at trace time, so branches that only run in training (auxiliary
+heads) are invisible to an eval-mode trace. We trace in both modes; when the graphs differ the
+pruned model carries both and dispatches on ``self.training``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import FxPruneError, PlanError, TraceError
+from .rules import REGISTRY, OpRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TracedModel:
+    """Dense graphs over the caller's own modules (shared, never written to)."""
+
+    eval_gm: fx.GraphModule
+    train_gm: fx.GraphModule | None
+    auto_leaves: dict[str, str] = field(default_factory=dict)
+    training_flags: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def graph_modules(self) -> list[fx.GraphModule]:
+        return [self.eval_gm] + ([self.train_gm] if self.train_gm is not None else [])
+
+
+class FxTracer(fx.Tracer):
+    def __init__(self, registry: OpRegistry = REGISTRY, leaf_types: Sequence[type] = (),
+                 leaf_names: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.registry = registry
+        self.leaf_types = tuple(leaf_types)
+        self.leaf_names = set(leaf_names)
+        self.auto_leaves: dict[str, str] = {}
+        self._param_cache: dict[str, Any] | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.auto_leaves or module_qualified_name in self.leaf_names:
+            return True
+        if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        if isinstance(m, nn.Sequential):
+            return False
+        if self.registry.module_rule(m) is not None:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        self._param_cache = parameter_proxy_cache
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        qualname = self.path_of_module(m)
+        if self.is_leaf_module(m, qualname):
+            return super().call_module(m, forward, args, kwargs)
+        n_before = len(self.graph.nodes)
+        stack_len = len(self.module_stack)
+        num_calls = dict(self.num_calls)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except FxPruneError:
+            raise
+        except Exception as exc:  # untraceable: roll the partial trace back, keep m as a leaf
+            for node in reversed(list(self.graph.nodes)[n_before:]):
+                self.graph.erase_node(node)
+            while len(self.module_stack) > stack_len:
+                self.module_stack.popitem(last=True)
+            self.num_calls = num_calls
+            if self._param_cache:
+                live = set(self.graph.nodes)
+                for k in [k for k, p in self._param_cache.items() if p.node not in live]:
+                    del self._param_cache[k]
+            for inner in [k for k in self.auto_leaves if k.startswith(qualname + ".") or not qualname]:
+                del self.auto_leaves[inner]
+            self.auto_leaves[qualname] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.info("module %s cannot be traced (%s); kept as a leaf", qualname, self.auto_leaves[qualname])
+            return super().call_module(m, forward, args, kwargs)
+
+
+@contextlib.contextmanager
+def training_mode(model: nn.Module, mode: bool) -> Iterator[None]:
+    """Temporarily set every module's ``training`` flag; restores each module's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        for m, _ in flags:
+            m.training = mode
+        yield
+    finally:
+        for m, f in flags:
+            m.training = f
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost frame of the exception that is not inside torch: where the user's code
+    did something FX cannot trace."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename.replace("\\", "/") and "/fxprune/" not in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {f.filename}:{f.lineno} in {f.name}: `{(f.line or '').strip()}`"
+
+
+def _trace_once(model: nn.Module, tracer: FxTracer, concrete_args: dict[str, Any] | None) -> fx.GraphModule:
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except FxPruneError:
+        raise
+    except Exception as exc:
+        raise TraceError(
+            f"cannot trace {type(model).__name__}.forward{_user_frame(exc)}: {type(exc).__name__}: {exc}. "
+            "Move the data-dependent part into a submodule (fxprune keeps untraceable submodules as leaves), "
+            "pass it in `leaf_modules=[...]`, or fix the value with `concrete_args`."
+        ) from exc
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry: OpRegistry = REGISTRY,
+          concrete_args: dict[str, Any] | None = None) -> TracedModel:
+    """Trace ``model`` in eval mode and in train mode; never changes the caller's model."""
+    names = {n for n, _ in model.named_modules()}
+    leaf_names = [x for x in leaf_modules if isinstance(x, str)]
+    leaf_types = [x for x in leaf_modules if isinstance(x, type)]
+    for name in leaf_names:
+        if name not in names:
+            raise PlanError(f"leaf_modules names `{name}`, which is not a submodule of {type(model).__name__}")
+    flags = {n: m.training for n, m in model.named_modules()}
+    before = set(vars(model))
+    try:
+        with training_mode(model, False):
+            tracer = FxTracer(registry, leaf_types, leaf_names)
+            eval_gm = _trace_once(model, tracer, concrete_args)
+        auto = dict(tracer.auto_leaves)
+        with training_mode(model, True):
+            tracer = FxTracer(registry, leaf_types, leaf_names + list(auto))
+            train_gm = _trace_once(model, tracer, concrete_args)
+        for k, v in tracer.auto_leaves.items():
+            auto.setdefault(k, v)
+    finally:
+        for attr in set(vars(model)) - before:  # tensor constants the tracer parked on the root
+            delattr(model, attr)
+    if train_gm.code == eval_gm.code:
+        train_gm = None
+    else:
+        log.info("%s has train-only branches; the pruned model keeps both graphs", type(model).__name__)
+    return TracedModel(eval_gm, train_gm, auto, flags)
+
+
+class _ShapeProp(ShapeProp):
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n
+        return super().run_node(n)
+
+
+def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
+    """Run ``gm`` on ``inputs`` (eval mode, no grad), storing ``tensor_meta`` on every node."""
+    prop = _ShapeProp(gm)
+    try:
+        with torch.no_grad(), training_mode(gm, False):
+            prop.propagate(*inputs)
+    except Exception as exc:
+        node = getattr(prop, "current", None)
+        shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
+        cause = exc.__cause__ or exc
+        where = f"node `{node.name}` ({node.format_node()})" if node is not None else "the model"
+        raise TraceError(
+            f"running {where} on the example inputs failed: {type(cause).__name__}: {cause}. "
+            f"example_inputs had shapes {shapes}; check they are what the model expects."
+        ) from exc

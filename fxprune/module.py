@@ -1,0 +1,103 @@
+"""The compiled artifact: a GraphModule that may carry a second, train-mode graph.
+
+FX bakes ``self.training`` into a traced graph, so a model whose forward branches on it
+(auxiliary heads, stochastic depth written in Python) needs both graphs to keep both
+behaviours. ``forward`` dispatches on ``self.training``; both graphs share the same modules.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.graph_module import _forward_from_src
+
+REPORT_KEY = "fxprune.report"
+
+
+def _assign(root: nn.Module, target: str, value: Any) -> None:
+    *path, leaf = target.split(".")
+    mod = root
+    for part in path:
+        if not hasattr(mod, part):
+            mod.add_module(part, nn.Module())
+        mod = getattr(mod, part)
+    if isinstance(value, nn.Module):
+        mod.add_module(leaf, value)
+    elif isinstance(value, nn.Parameter):
+        mod.register_parameter(leaf, value)
+    elif isinstance(value, torch.Tensor) and not hasattr(mod, leaf):
+        mod.register_buffer(leaf, value)
+    else:
+        setattr(mod, leaf, value)
+
+
+def _lookup(root: Any, target: str) -> Any:
+    obj = root
+    for part in target.split("."):
+        obj = obj[part] if isinstance(obj, dict) and part in obj else getattr(obj, part)
+    return obj
+
+
+class PrunedGraphModule(fx.GraphModule):
+    """``fx.GraphModule`` plus an optional ``train_graph`` used when ``self.training`` is True."""
+
+    def __init__(self, root: nn.Module | dict[str, Any], graph: fx.Graph, train_graph: fx.Graph | None = None,
+                 class_name: str = "PrunedModule") -> None:
+        super().__init__(root, graph, class_name)
+        if train_graph is not None:
+            have = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
+            for node in train_graph.nodes:
+                if node.op in ("call_module", "get_attr") and node.target not in have:
+                    value = root[node.target] if isinstance(root, dict) else _lookup(root, node.target)
+                    _assign(self, node.target, value)
+                    have.add(node.target)
+        self.__dict__["_train_graph"] = train_graph
+        self.recompile()
+
+    @property
+    def train_graph(self) -> fx.Graph | None:
+        return self.__dict__.get("_train_graph")
+
+    def recompile(self):  # type: ignore[override]
+        code = super().recompile()
+        cls = type(self)
+        eval_forward = cls.forward
+        train_graph = self.__dict__.get("_train_graph")
+        if train_graph is None:
+            cls.forward_eval = cls.forward_train = eval_forward
+            return code
+        tcode = train_graph.python_code(root_module="self")
+        train_forward = _forward_from_src(tcode.src, tcode.globals, {})
+        self.__dict__["_train_code"] = tcode.src
+
+        @functools.wraps(eval_forward)
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return (train_forward if self.training else eval_forward)(self, *args, **kwargs)
+
+        cls.forward = forward
+        cls.forward_eval, cls.forward_train = eval_forward, train_forward
+        return code
+
+    @property
+    def train_code(self) -> str:
+        return self.__dict__.get("_train_code", self.code)
+
+    def _deepcopy_init(self):
+        name = type(self).__name__
+
+        def init(res: PrunedGraphModule, fake_mod: nn.Module, graph: fx.Graph) -> None:
+            PrunedGraphModule.__init__(res, fake_mod, graph, fake_mod.__dict__.get("_train_graph"), name)
+
+        return init
+
+    def __reduce__(self):
+        from .serialize import from_state, to_state
+
+        return (from_state, (to_state(self),))
+
+    @property
+    def fxprune_report(self):
+        return self.meta.get(REPORT_KEY)

@@ -1,0 +1,1 @@
+"""Graph passes: soft masks (mask), the physical rewrite (rewrite), verification (verify)."""

@@ -1,0 +1,127 @@
+"""The hard pass: build the physically smaller model.
+
+Every parameter and buffer axis that holds channel ids is sliced to the kept positions; modules
+are copied with the sliced tensors and their attributes fixed by their rule; the graphs are
+copied and the shape constants they carry are rewritten by the rules of their nodes. The
+caller's modules and tensors are never written to: every tensor of the result is new.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from ..graph.channels import FACTORS, ChannelGraph, multi_meta, node_shape
+from ..graph.factors import Factor, factor_on, kept_sizes
+from ..graph.rules import REGISTRY, OpRegistry
+from ..graph.trace import TracedModel
+from ..module import PrunedGraphModule, _lookup
+
+
+class RewriteContext:
+    """What a rule's rewriter sees: the analysed node, its copy in the new graph, kept shapes."""
+
+    def __init__(self, old: fx.Node, new: fx.Node, id_kept: np.ndarray, root: dict[str, Any]):
+        self.old, self.new, self.id_kept, self._root = old, new, id_kept, root
+
+    def dense_shape(self, node: Any) -> tuple[int, ...] | None:
+        return node_shape(node)
+
+    def kept_shape(self, node: fx.Node) -> tuple[int, ...]:
+        return pruned_shape(node, self.id_kept)
+
+    def dense_tree(self, node: fx.Node) -> list[tuple[int, ...]]:
+        return [tuple(m.shape) for m in multi_meta(node)]
+
+    def kept_tree(self, node: fx.Node) -> list[tuple[int, ...]]:
+        trees = node.meta[FACTORS]
+        return [kept_sizes(f, tuple(m.shape), self.id_kept) for f, m in zip(trees, multi_meta(node))]
+
+    def factor_on(self, node: fx.Node, axis: int) -> Factor | None:
+        f = node.meta.get(FACTORS)
+        return factor_on(f, axis) if isinstance(f, tuple) else None
+
+    def module(self) -> nn.Module:
+        return self._root[self.old.target]
+
+
+def pruned_shape(node: fx.Node, id_kept: np.ndarray) -> tuple[int, ...] | None:
+    shape = node_shape(node)
+    factors = node.meta.get(FACTORS)
+    if shape is None:
+        return None
+    return kept_sizes(factors, shape, id_kept) if isinstance(factors, tuple) else shape
+
+
+def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Tensor]:
+    """New tensor for every tensor the graphs use: sliced where an axis lost channels, cloned
+    otherwise (so training the pruned model never writes to the caller's weights)."""
+    cuts: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for (name, axis), ids in cg.param_axes.items():
+        keep = id_kept[ids]
+        if not keep.all():
+            cuts.setdefault(name, []).append((axis, np.nonzero(keep)[0]))
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, t in cg.tensors.items():
+            new = t.detach()
+            for axis, idx in cuts.get(name, []):
+                new = new.index_select(axis, torch.as_tensor(idx, device=t.device))
+            if name not in cuts:
+                new = new.clone()
+            channels_last = t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+            new = new.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            if isinstance(t, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=t.requires_grad)
+            out[name] = new
+    return out
+
+
+def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
+    new = fx.Graph()
+    new._codegen = copy.deepcopy(graph._codegen)
+    val_map: dict[fx.Node, fx.Node] = {}
+    out = new.graph_copy(graph, val_map)
+    new.output(out)
+    return new, val_map
+
+
+def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
+                 registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
+    tensors = _slice_tensors(cg, id_kept)
+    memo_base = {id(cg.tensors[name]): t for name, t in tensors.items()}  # tied weights stay tied
+    root: dict[str, Any] = {}
+    gms = traced.graph_modules
+    for gm in gms:
+        for node in gm.graph.nodes:
+            if node.target in root:
+                continue
+            if node.op == "call_module":
+                old = gm.get_submodule(node.target)
+                memo = {id(t): memo_base[id(t)] for t in list(old.parameters()) + list(old.buffers())
+                        if id(t) in memo_base}
+                new = copy.deepcopy(old, memo)
+                rule = registry.module_rule(old)
+                changed = any(memo[id(t)].shape != t.shape for t in list(old.parameters()) + list(old.buffers())
+                              if id(t) in memo)
+                if changed and rule is not None and rule.update_module is not None:
+                    rule.update_module(new, old)
+                root[node.target] = new
+            elif node.op == "get_attr":
+                value = _lookup(gm, node.target)
+                root[node.target] = memo_base.get(id(value)) if id(value) in memo_base else copy.deepcopy(value)
+    graphs = []
+    for gm in gms:
+        graph, val_map = _copy_graph(gm.graph)
+        for old, new in val_map.items():
+            if old.op in ("call_module", "call_function", "call_method"):
+                rule = registry.lookup(gm, old)
+                if rule is not None and rule.rewrite is not None:
+                    rule.rewrite(RewriteContext(old, new, id_kept, root))
+        graphs.append(graph)
+    name = type(traced.eval_gm).__name__
+    return PrunedGraphModule(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)

@@ -1,0 +1,174 @@
+"""Plan (what to prune and how much) and Resolution (which channels are kept; JSON).
+
+A plan is resolved against a model's channel graph into a resolution: for every group, the
+indices of the classes (channels) it keeps, in the group's canonical order. A resolution saved
+as JSON and applied to a fresh copy of the same model gives the identical pruned model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PlanError, ResolutionError
+
+SCOPES = ("local", "global")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to prune and how much.
+
+    sparsity: fraction of each group's channels to remove (``local``) or of all prunable
+        channels, ranked together (``global``); in [0, 1).
+    criterion: name of a registered importance criterion ("l1", "l2", "random", ...).
+    round_to: kept widths become multiples of this (rounded up, never above the dense width).
+    min_channels: no group keeps fewer channels than this.
+    ignore: qualified module names whose input and output channels are left alone (a container
+        name covers every layer inside it).
+    overrides: qualified module name -> sparsity for the groups that module produces.
+    seed: seed of randomised criteria.
+    """
+
+    sparsity: float = 0.5
+    criterion: str = "l1"
+    scope: str = "local"
+    round_to: int = 1
+    min_channels: int = 1
+    ignore: Sequence[str] = ()
+    overrides: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fraction("sparsity", self.sparsity)
+        if self.scope not in SCOPES:
+            raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise PlanError(f"round_to must be a positive integer, got {self.round_to!r}")
+        if not isinstance(self.min_channels, int) or self.min_channels < 1:
+            raise PlanError(f"min_channels must be a positive integer, got {self.min_channels!r}")
+        if isinstance(self.ignore, str):
+            raise PlanError("ignore takes a list of module names, not a single string")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "overrides", dict(self.overrides))
+        for name, value in self.overrides.items():
+            _check_fraction(f"overrides[{name!r}]", value)
+        from .criteria import CRITERIA
+
+        if self.criterion not in CRITERIA:
+            raise PlanError(f"unknown criterion {self.criterion!r}; registered: {sorted(CRITERIA)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ignore"] = list(self.ignore)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PlanError(f"unknown plan fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Plan:
+        return cls.from_dict(json.loads(_read(text_or_path)))
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value < 1.0) \
+            or math.isnan(value):
+        raise PlanError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _read(text_or_path: str | Path) -> str:
+    if isinstance(text_or_path, Path) or (isinstance(text_or_path, str) and not text_or_path.lstrip().startswith("{")):
+        return Path(text_or_path).read_text()
+    return str(text_or_path)
+
+
+@dataclass
+class GroupChoice:
+    """The kept classes of one group (indices in the group's canonical order)."""
+
+    size: int
+    keep: list[int]
+    modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Resolution:
+    """Kept channel indices per group, keyed by the group's first producer (``param@axis``)."""
+
+    groups: dict[str, GroupChoice]
+    plan: Plan | None = None
+
+    FORMAT = "fxprune.resolution/1"
+
+    def pruned_roots(self, cg) -> np.ndarray:
+        """Union-find roots of every class this resolution removes from ``cg``."""
+        by_key = {g.key: g for g in cg.groups()}
+        unknown = [k for k in self.groups if k not in by_key]
+        if unknown:
+            raise ResolutionError(
+                f"the resolution names groups this model does not have: {unknown[:5]}; "
+                "was it made for another model (or other leaf_modules)?")
+        dead: list[np.ndarray] = []
+        for key, choice in self.groups.items():
+            g = by_key[key]
+            if choice.size != g.size:
+                raise ResolutionError(f"group {key} has {g.size} channels in this model, the resolution says {choice.size}")
+            keep = np.asarray(choice.keep, dtype=np.int64)
+            if keep.size and (keep.min() < 0 or keep.max() >= g.size):
+                raise ResolutionError(f"group {key}: kept index out of range 0..{g.size - 1}")
+            if keep.size == 0:
+                raise ResolutionError(f"group {key}: a group must keep at least one channel")
+            mask = np.ones(g.size, dtype=bool)
+            mask[keep] = False
+            if (mask & g.pinned).any():
+                raise ResolutionError(f"group {key}: the resolution removes channels that cannot be pruned "
+                                      f"(indices {np.nonzero(mask & g.pinned)[0][:8].tolist()})")
+            dead.append(g.classes[mask])
+        return np.concatenate(dead) if dead else np.zeros(0, dtype=np.int64)
+
+    @property
+    def pruned_count(self) -> int:
+        return sum(c.size - len(c.keep) for c in self.groups.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.FORMAT,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
+            "groups": {k: {"size": c.size, "keep": list(map(int, c.keep)), "modules": c.modules}
+                       for k, c in self.groups.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Resolution:
+        if d.get("format") != cls.FORMAT:
+            raise ResolutionError(f"not an fxprune resolution (format {d.get('format')!r})")
+        groups = {k: GroupChoice(int(v["size"]), [int(i) for i in v["keep"]], list(v.get("modules", [])))
+                  for k, v in d["groups"].items()}
+        return cls(groups, Plan.from_dict(d["plan"]) if d.get("plan") else None)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Resolution:
+        return cls.from_dict(json.loads(_read(text_or_path)))

@@ -1,0 +1,77 @@
+"""What a compile did: sizes before and after, groups, barriers, timings, verification error."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import FxPruneError
+
+
+@dataclass
+class GroupReport:
+    key: str
+    modules: list[str]
+    before: int
+    after: int
+    pinned: int
+
+
+@dataclass
+class BarrierReport:
+    node: str
+    op: str
+    reason: str
+    channels: int  # prunable channels (of some group) this barrier pinned
+
+
+@dataclass
+class Report:
+    model: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    groups: list[GroupReport]
+    barriers: list[BarrierReport]
+    auto_leaves: dict[str, str]
+    seconds: dict[str, float]
+    max_abs_error: float | None
+    train_graph: bool
+    notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def prunable_groups(self) -> int:
+        return sum(1 for g in self.groups if g.before > g.pinned)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        d = dict(d)
+        d["groups"] = [GroupReport(**g) for g in d["groups"]]
+        d["barriers"] = [BarrierReport(**b) for b in d["barriers"]]
+        return cls(**d)
+
+
+def report(model: Any) -> Report:
+    """The report of a model returned by ``fxprune.compile`` (or loaded with ``fxprune.load``)."""
+    meta = getattr(model, "meta", None)
+    rep = meta.get("fxprune.report") if isinstance(meta, dict) else None
+    if rep is None:
+        raise FxPruneError(f"{type(model).__name__} was not produced by fxprune.compile (it carries no report)")
+    return rep
