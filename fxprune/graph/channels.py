@@ -479,17 +479,37 @@ def _check_factors(ctx: RuleContext, out: Any, meta: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 # Sizes read from channel axes
 # ------------------------------------------------------------------------------------------------
-_SHAPE_METHODS = {"view", "reshape", "expand", "split", "split_with_sizes", "unflatten", "new_zeros",
-                  "new_ones", "new_empty", "new_full"}
-_SHAPE_FUNCTIONS = {torch.reshape, torch.split, torch.unflatten}
+_SHAPE_METHODS = {"view", "reshape", "expand", "split", "split_with_sizes"}
+_SHAPE_FUNCTIONS = {torch.reshape, torch.split}
 _SCALAR_FUNCTIONS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv,
                      operator.truediv, operator.mod, operator.neg, operator.pow}
 
 
+def _sizes_channel_axes_only(user: fx.Node, scalar: fx.Node) -> bool:
+    """Does ``scalar`` size only channel axes of ``user``'s result? Those slots are rewritten to
+    literal pruned widths, so the value read does not matter; any other slot would get a width
+    read off a pruned tensor."""
+    name = user.target if user.op == "call_method" else getattr(user.target, "__name__", "")
+    if name in ("view", "reshape", "expand"):
+        rest = user.args[1:]
+        sizes = list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else list(rest)
+        factors = user.meta.get(FACTORS)
+        axes = {a for f in factors for a in f.axes} if isinstance(factors, tuple) else set()
+        return all(k in axes for k, s in enumerate(sizes) if s is scalar)
+    if name in ("split", "split_with_sizes"):  # sizes are rewritten when the split axis is a channel axis
+        src = user.args[0]
+        dim = user.args[2] if len(user.args) > 2 else user.kwargs.get("dim", 0)
+        factors = src.meta.get(FACTORS) if isinstance(src, fx.Node) else None
+        shape = node_shape(src)
+        return isinstance(factors, tuple) and shape is not None and factor_on(factors, dim % len(shape)) is not None
+    return False
+
+
 def _check_size_reads(cg: ChannelGraph) -> None:
-    """A channel count read with ``x.size(1)`` / ``x.shape`` is fine when it only feeds shape
-    arguments (it is re-read at run time from the smaller tensor). If it feeds arithmetic on
-    tensors (``q * C ** -0.5``) or an assert, pruning would change the result: pin the axis."""
+    """A channel count read with ``x.size(1)`` / ``x.shape`` is fine when it only sizes channel
+    axes of view/reshape/expand/split (the rewrite puts literal pruned widths there). If it feeds
+    arithmetic on tensors (``q * C ** -0.5``), an assert, or another axis, pruning would change
+    the result: pin the axis it was read from."""
     for gm in cg.graph_modules:
         for node in gm.graph.nodes:
             src, axes = _size_read(node)
@@ -536,7 +556,7 @@ def _size_uses(node: fx.Node, axes: list[int]) -> list[tuple[int, fx.Node | None
                 stack.append((user, ax))
             elif (user.op == "call_method" and user.target in _SHAPE_METHODS and user.args[0] is not n) or \
                     (user.op == "call_function" and user.target in _SHAPE_FUNCTIONS and user.args[0] is not n):
-                out.extend((a, None) for a in ax)
+                out.extend((a, None if _sizes_channel_axes_only(user, n) else user) for a in ax)
             else:
                 out.extend((a, user) for a in ax)
     return out

@@ -73,14 +73,25 @@ def permute(factors: Factors, perm: Sequence[int]) -> Factors:
     return tuple(out)
 
 
-def reduce_axes(factors: Factors, axes: Sequence[int], keepdim: bool, pin: Pin, reason: str) -> Factors:
-    """Factors after reducing over ``axes``; a factor on a reduced axis is pinned (its channels
-    feed a statistic over channels, so removing one changes the result)."""
+def reduce_axes(factors: Factors, axes: Sequence[int], keepdim: bool, pin: Pin, reason: str,
+                union: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Factors:
+    """Factors after reducing over ``axes``.
+
+    Without ``union`` a factor on a reduced axis is pinned: its channels feed a statistic (max,
+    variance, softmax) that removing one changes. With ``union`` the reduction is a sum, which
+    zeroed channels do not change, so the factor is simply dropped (a factor spanning reduced and
+    kept axes is first made constant along the kept ones)."""
     axes = sorted(set(axes))
     out = []
     for f in factors:
-        if any(a in axes for a in f.axes):
-            pin(f.ids, reason)
+        hit = [k for k, a in enumerate(f.axes) if a in axes]
+        if hit:
+            if union is None:
+                pin(f.ids, reason)
+            else:
+                for k in range(len(f.axes)):
+                    if k not in hit:
+                        union(f.ids, np.broadcast_to(f.ids.take([0], axis=k), f.ids.shape))
             continue
         if keepdim:
             out.append(f)

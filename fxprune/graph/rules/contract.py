@@ -166,14 +166,21 @@ def sdpa(ctx: RuleContext) -> Any:
     q, k, v = (ctx.arg(i, n) for i, n in enumerate(("query", "key", "value")))
     if ctx.arg(7, "enable_gqa", False):
         return ctx.barrier("grouped-query attention")
-    nq = len(ctx.shape(q))
-    batch = _batch_labels(nq - 2)
-    ops = [(q, batch + ["L", "E"]), (k, batch[len(batch) - (len(ctx.shape(k)) - 2):] + ["S", "E"]),
-           (v, batch[len(batch) - (len(ctx.shape(v)) - 2):] + ["S", "V"])]
+    batch = _batch_labels(len(ctx.shape(q)) - 2)
+
+    def labels(x: Any, last: list[str]) -> list[str]:
+        return batch[len(batch) - (len(ctx.shape(x)) - 2):] + last
+
     mask = ctx.arg(3, "attn_mask", None)
     if mask is not None:
         ctx.pin_factors(ctx.factors(mask), "attention mask")
-    return contract(ctx, ops, batch + ["L", "V"], "attention", pinned_labels=("S",))
+    # two products: scores = q k^T (head dim contracted), out = softmax(scores) v
+    scores = contract(ctx, [(q, labels(q, ["L", "E"])), (k, labels(k, ["S", "E"]))], batch + ["L", "S"],
+                      "attention scores", pinned_labels=("S",))
+    values = contract(ctx, [(v, labels(v, ["S", "V"]))], batch + ["L", "V"], "attention values",
+                      pinned_labels=("S",))
+    out_shape = ctx.out_shape
+    return union_aligned(ctx, [(out_shape, list(scores)), (out_shape, list(values))], out_shape, "attention")
 
 
 @sdpa.rewriter

@@ -57,6 +57,22 @@ def _replace_literals(sizes: Sequence[Any], kept: Sequence[int]) -> list[Any]:
             for i, s in enumerate(sizes)]
 
 
+def _channel_sizes(sizes: Sequence[Any], kept: Sequence[int], channel_axes: set[int]) -> list[Any]:
+    """Sizes of channel axes become the pruned widths as literals, also where the graph computes
+    them (``c // heads`` may be read off another, differently pruned tensor); channel widths are
+    fixed by the weights, so nothing dynamic is lost. Other axes keep what they had."""
+    out = list(sizes)
+    for i, s in enumerate(sizes):
+        if i in channel_axes and not (isinstance(s, int) and s == -1):
+            out[i] = kept[i]
+    return out
+
+
+def _factor_axes(node: fx.Node) -> set[int]:
+    f = node.meta.get("fxprune.factors")
+    return {a for g in f for a in g.axes} if isinstance(f, tuple) else set()
+
+
 # ---- reshape family ------------------------------------------------------------------------------
 @register_rule(methods=["view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"],
                functions=[torch.reshape, torch.flatten, torch.unflatten],
@@ -78,9 +94,9 @@ def reshape(ctx: RuleContext) -> Any:
 def _rewrite_reshape(r) -> None:
     node = r.old
     kept = r.kept_shape(node)
-    if kept == r.dense_shape(node):
-        return
     if node.op == "call_module":
+        if kept == r.dense_shape(node):
+            return
         mod = r.module()
         if isinstance(mod, nn.Unflatten):
             dim = mod.dim % len(kept)
@@ -90,7 +106,9 @@ def _rewrite_reshape(r) -> None:
     new = r.new  # read arguments from the new node: they reference the new graph's nodes
     if target in ("view", "reshape") or target is torch.reshape:
         sizes, where = _size_args(new)
-        _set_size_args(new, _replace_literals(sizes, kept), where)
+        _set_size_args(new, _channel_sizes(sizes, kept, _factor_axes(node)), where)
+    elif kept == r.dense_shape(node):
+        return
     elif target in ("unflatten",) or target is torch.unflatten:
         dim = new.args[1] if len(new.args) > 1 else new.kwargs["dim"]
         sizes = new.args[2] if len(new.args) > 2 else new.kwargs["sizes"]
@@ -189,10 +207,8 @@ def expand(ctx: RuleContext) -> Factors:
 
 @expand.rewriter
 def _rewrite_expand(r) -> None:
-    kept = r.kept_shape(r.old)
-    if kept != r.dense_shape(r.old):
-        sizes, where = _size_args(r.new)
-        _set_size_args(r.new, _replace_literals(sizes, kept), where)
+    sizes, where = _size_args(r.new)
+    _set_size_args(r.new, _channel_sizes(sizes, r.kept_shape(r.old), _factor_axes(r.old)), where)
 
 
 @register_rule(methods=["repeat"])

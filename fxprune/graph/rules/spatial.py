@@ -7,6 +7,8 @@ of all channels, so removing one changes the result: those channels are pinned.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -135,6 +137,19 @@ _REDUCTIONS = ["mean", "sum", "nansum", "nanmean", "amax", "amin", "max", "min",
                "logsumexp", "argmax", "argmin", "all", "any", "norm", "count_nonzero", "median"]
 
 
+_SUMS = {"sum", "nansum", "mean", "norm"}  # unchanged by zeroed channels (mean after its rewrite)
+
+
+def _reduced_dims(node, shape) -> list[int]:
+    name = node.target if node.op == "call_method" else node.target.__name__
+    dim_index = 2 if name == "norm" else 1  # norm(input, p, dim, keepdim)
+    dim = node.args[dim_index] if len(node.args) > dim_index else node.kwargs.get("dim")
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return list(range(len(shape)))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return [d % len(shape) for d in dims]
+
+
 @register_rule(methods=_REDUCTIONS, functions=[getattr(torch, n) for n in _REDUCTIONS])
 def reduction(ctx: RuleContext) -> Any:
     x = ctx.arg(0, "input")
@@ -143,25 +158,50 @@ def reduction(ctx: RuleContext) -> Any:
     name = ctx.node.target if ctx.node.op == "call_method" else ctx.node.target.__name__
     if name in ("max", "min") and (ctx.shape(second) is not None or "other" in ctx.node.kwargs):
         return elementwise.propagate(ctx)  # torch.max(a, b)
-    dim_index = 2 if name == "norm" else 1  # norm(input, p, dim, keepdim)
-    dim = ctx.arg(dim_index, "dim", None)
-    keepdim = bool(ctx.arg(dim_index + 1, "keepdim", False))
-    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
-        dims = list(range(len(shape)))
-        keepdim = keepdim and dim is not None
-    else:
-        dims = [dim] if isinstance(dim, int) else list(dim)
-        dims = [d % len(shape) for d in dims]
+    dims = _reduced_dims(ctx.node, shape)
+    multi = multi_meta(ctx.node)
+    out_shape = tuple(multi[0].shape) if multi is not None else ctx.out_shape
+    keepdim = len(out_shape) == len(shape)
+    exact = name in _SUMS and not (name == "norm" and ctx.arg(1, "p", 2) in (0, float("inf"), float("-inf")))
     out = fct.reduce_axes(ctx.factors(x), dims, keepdim, lambda ids, r: ctx.pin(ids, r),
-                          f"{name} over a channel axis")
+                          f"{name} over a channel axis", union=ctx.union if exact else None)
     multi = multi_meta(ctx.node)
     return [out for _ in multi] if multi is not None else out
+
+
+@reduction.rewriter
+def _rewrite_mean(r) -> None:
+    """``mean`` over channels becomes ``sum / dense count``: exactly what the masked model
+    computes (zeroed channels count in the denominator)."""
+    name = r.old.target if r.old.op == "call_method" else r.old.target.__name__
+    if name != "mean":
+        return
+    src = r.old.args[0]
+    dense, kept = r.dense_shape(src), r.kept_shape(src)
+    dims = _reduced_dims(r.old, dense)
+    if all(dense[d] == kept[d] for d in dims):
+        return
+    count = math.prod(dense[d] for d in dims)
+    new = r.new
+    new.target = "sum" if new.op == "call_method" else torch.sum
+    with new.graph.inserting_after(new):
+        div = new.graph.call_function(operator.truediv, (new, count))
+    new.replace_all_uses_with(div, delete_user_cb=lambda user: user is not div)
+
+
+@register_rule(functions=[F.normalize])
+def normalize(ctx: RuleContext) -> Factors:
+    """x / ||x||_p over a dim: zeroed channels change neither the norm (p > 0) nor stay nonzero."""
+    p = ctx.arg(1, "p", 2.0)
+    if p <= 0:
+        return along_axis.propagate(ctx)
+    return ctx.factors(ctx.arg(0, "input"))
 
 
 @register_rule(methods=["softmax", "log_softmax", "cumsum", "cumprod", "cummax", "cummin", "sort",
                         "argsort", "topk", "logcumsumexp"],
                functions=[F.softmax, F.log_softmax, F.softmin, torch.softmax, torch.log_softmax,
-                          torch.cumsum, torch.cumprod, torch.sort, torch.argsort, torch.topk, F.normalize,
+                          torch.cumsum, torch.cumprod, torch.sort, torch.argsort, torch.topk,
                           F.glu, torch.logcumsumexp],
                modules=[nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, nn.GLU, nn.LocalResponseNorm,
                         nn.CrossMapLRN2d])

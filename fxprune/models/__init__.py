@@ -1,0 +1,50 @@
+"""Model specs resolved in one place: ``torchvision:resnet50`` (more zoos join here).
+
+Weights are never downloaded: torchvision models are built with ``weights=None``; pass a local
+state-dict file to load trained weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import PlanError
+
+ModelFactory = Callable[[str], tuple[nn.Module, tuple[int, ...]]]
+ZOOS: dict[str, ModelFactory] = {}
+
+
+def register_zoo(prefix: str) -> Callable[[ModelFactory], ModelFactory]:
+    def deco(fn: ModelFactory) -> ModelFactory:
+        ZOOS[prefix] = fn
+        return fn
+
+    return deco
+
+
+@register_zoo("torchvision")
+def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise PlanError(f"torchvision has no model {name!r}")
+    kwargs = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    size = 299 if name == "inception_v3" else 224
+    return model, (1, 3, size, size)
+
+
+def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, tuple[int, ...]]:
+    """Build the model a spec names and its default input shape (batch 1)."""
+    prefix, sep, name = spec.partition(":")
+    if not sep or prefix not in ZOOS:
+        raise PlanError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}")
+    model, shape = ZOOS[prefix](name)
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    return model.eval(), shape

@@ -1,0 +1,66 @@
+"""Shared helpers: randomised models (so verification means something) and mutation checks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fxprune
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics/affines and no constant parameters (zero-initialised heads make
+    every output equal, which would let a wrong pruned model pass verification)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        for p in model.parameters():
+            if p.numel() > 1 and float(p.std()) == 0.0:
+                p.copy_(p + torch.randn(p.shape, generator=g) * 0.05)
+            elif p.ndim == 1 and p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict(keep_vars=True)
+    assert list(after) == list(before)
+    for k, v in after.items():
+        assert v.dtype == before[k].dtype and torch.equal(v.detach(), before[k]), f"{k} was modified"
+
+
+def compile_checked(model: nn.Module, *inputs, plan=None, expect_pruned: bool = True, **kwargs):
+    """Compile at 50% (verifying), check the caller's model is untouched, shapes agree and that
+    something was (or was not) pruned; returns (small, report)."""
+    model = model.eval()
+    before = snapshot(model)
+    small = fxprune.compile(model, plan or fxprune.Plan(sparsity=0.5), example_inputs=inputs, **kwargs)
+    assert_unchanged(model, before)
+    rep = fxprune.report(small)
+    assert rep.max_abs_error is not None
+    with torch.no_grad():
+        dense_out, small_out = model(*inputs), small.eval()(*inputs)
+    for a, b in zip(torch.utils._pytree.tree_leaves(dense_out), torch.utils._pytree.tree_leaves(small_out)):
+        assert a.shape == b.shape
+    if expect_pruned:
+        assert rep.params_after < rep.params_before, "expected some channels to be pruned"
+    else:
+        assert rep.params_after == rep.params_before
+    return small, rep
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
