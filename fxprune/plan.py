@@ -106,6 +106,7 @@ class GroupChoice:
     size: int
     keep: list[int]
     modules: list[str] = field(default_factory=list)
+    signature: str = ""
 
 
 @dataclass
@@ -121,10 +122,13 @@ class Resolution:
         """Union-find roots of every class this resolution removes from ``cg``."""
         by_key = {g.key: g for g in cg.groups()}
         unknown = [k for k in self.groups if k not in by_key]
-        if unknown:
+        missing = [g.key for g in by_key.values() if not g.pinned.all() and g.key not in self.groups]
+        differ = [k for k, c in self.groups.items() if k in by_key and c.signature and c.signature != by_key[k].signature]
+        if unknown or missing or differ:
             raise ResolutionError(
-                f"the resolution names groups this model does not have: {unknown[:5]}; "
-                "was it made for another model (or other leaf_modules)?")
+                "the resolution does not match this model's channel groups "
+                f"(unknown: {unknown[:3]}, not covered: {missing[:3]}, different members: {differ[:3]}); "
+                "was it made for another model (or with other leaf_modules)?")
         dead: list[np.ndarray] = []
         for key, choice in self.groups.items():
             g = by_key[key]
@@ -151,16 +155,16 @@ class Resolution:
         return {
             "format": self.FORMAT,
             "plan": self.plan.to_dict() if self.plan is not None else None,
-            "groups": {k: {"size": c.size, "keep": list(map(int, c.keep)), "modules": c.modules}
-                       for k, c in self.groups.items()},
+            "groups": {k: {"size": c.size, "keep": list(map(int, c.keep)), "modules": c.modules,
+                           "signature": c.signature} for k, c in self.groups.items()},
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Resolution:
         if d.get("format") != cls.FORMAT:
             raise ResolutionError(f"not an fxprune resolution (format {d.get('format')!r})")
-        groups = {k: GroupChoice(int(v["size"]), [int(i) for i in v["keep"]], list(v.get("modules", [])))
-                  for k, v in d["groups"].items()}
+        groups = {k: GroupChoice(int(v["size"]), [int(i) for i in v["keep"]], list(v.get("modules", [])),
+                                 str(v.get("signature", ""))) for k, v in d["groups"].items()}
         return cls(groups, Plan.from_dict(d["plan"]) if d.get("plan") else None)
 
     def to_json(self, path: str | Path | None = None) -> str:

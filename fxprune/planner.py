@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Iterable
@@ -29,7 +30,7 @@ def check_names(plan: Plan, module_names: set[str]) -> None:
     for kind, names in (("ignore", plan.ignore), ("overrides", plan.overrides)):
         for name in names:
             if name not in module_names:
-                close = sorted(m for m in module_names if m and (name in m or m.endswith(name.split(".")[-1])))[:5]
+                close = difflib.get_close_matches(name, [m for m in module_names if m], n=5, cutoff=0.3)
                 hint = f" Did you mean one of {close}?" if close else ""
                 raise PlanError(f"{kind} names `{name}`, which is not a module of this model.{hint}")
 
@@ -71,7 +72,7 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
             if g.index in ratio and ratio[g.index] != value:
                 log.warning("group %s gets several overrides; using the smallest sparsity", g.key)
             ratio[g.index] = min(value, ratio.get(g.index, value))
-    active = [g for g in groups if not pinned[g.index].all()]
+    active = [g for g in groups if not g.pinned.all()]
     ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data)
     scores = {}
     for g in active:
@@ -88,7 +89,7 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
             counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), ratio.get(g.index, plan.sparsity), plan)
     keep = {g.index: choose(scores[g.index], pinned[g.index], counts[g.index]) for g in active}
     _keep_every_tensor_nonempty(cg, keep, scores)
-    choices = {g.key: GroupChoice(g.size, keep[g.index], g.producer_modules) for g in active}
+    choices = {g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in active}
     return Resolution(choices, plan)
 
 

@@ -12,6 +12,7 @@ rows, embedding columns); plans rank and prune within groups.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import operator
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,12 @@ class Group:
     @property
     def modules(self) -> list[str]:
         return sorted({name.rsplit(".", 1)[0] for name, _ in self.members if "." in name})
+
+    @property
+    def signature(self) -> str:
+        """Short hash of the group's member axes: a resolution applies only to the same structure."""
+        text = ",".join(f"{n}@{a}" for n, a in sorted(self.members)) + "|" + ",".join(self.producers)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     @property
     def producer_modules(self) -> list[str]:

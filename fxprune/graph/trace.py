@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class TracedModel:
     """Dense graphs over the caller's own modules (shared, never written to)."""
 
+    root: nn.Module
     eval_gm: fx.GraphModule
     train_gm: fx.GraphModule | None
     auto_leaves: dict[str, str] = field(default_factory=dict)
@@ -162,7 +163,7 @@ def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry
         train_gm = None
     else:
         log.info("%s has train-only branches; the pruned model keeps both graphs", type(model).__name__)
-    return TracedModel(eval_gm, train_gm, auto, flags)
+    return TracedModel(model, eval_gm, train_gm, auto, flags)
 
 
 class _ShapeProp(ShapeProp):

@@ -124,4 +124,27 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                     rule.rewrite(RewriteContext(old, new, id_kept, root))
         graphs.append(graph)
     name = type(traced.eval_gm).__name__
-    return PrunedGraphModule(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)
+    small = PrunedGraphModule(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)
+    _restore_containers(small, traced.root)
+    return small
+
+
+def _restore_containers(small: nn.Module, original: nn.Module) -> None:
+    """GraphModule rebuilds the module tree from plain ``nn.Module`` s; give back Sequential /
+    ModuleList / ModuleDict where every child survived, so ``small.layer1[0]`` still works."""
+    for name, orig in original.named_modules():
+        if not name or not isinstance(orig, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            continue
+        try:
+            cur = small.get_submodule(name)
+        except AttributeError:
+            continue
+        if type(cur) is not nn.Module or set(cur._modules) != set(orig._modules) or vars(cur)["_parameters"] \
+                or vars(cur)["_buffers"]:
+            continue
+        cls = nn.Sequential if isinstance(orig, nn.Sequential) else type(orig)
+        new = cls()
+        for key in orig._modules:
+            new.add_module(key, cur._modules[key])
+        parent, _, leaf = name.rpartition(".")
+        setattr(small.get_submodule(parent) if parent else small, leaf, new)

@@ -1,0 +1,121 @@
+"""Bad input gets a named fxprune error (or a report that says so), never a silent wrong model;
+the caller's model is bit-identical afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fxprune
+from tests.conftest import assert_unchanged, randomize, snapshot
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.bn(self.a(x))))
+
+
+X = torch.randn(1, 3, 8, 8)
+
+
+def check(model, exc, match, **kwargs):
+    before = snapshot(model)
+    with pytest.raises(exc, match=match):
+        fxprune.compile(model, kwargs.pop("plan", fxprune.Plan()), example_inputs=kwargs.pop("inputs", (X,)), **kwargs)
+    assert_unchanged(model, before)
+
+
+def test_unknown_names_in_ignore_and_overrides():
+    m = randomize(Small()).eval()
+    check(m, fxprune.PlanError, "layer9", plan=fxprune.Plan(ignore=["layer9"]))
+    check(m, fxprune.PlanError, "bn1.*Did you mean.*bn", plan=fxprune.Plan(overrides={"bn1": 0.2}))
+
+
+def test_sparsity_outside_unit_interval():
+    for s in (1.0, 1.5, -0.2):
+        with pytest.raises(fxprune.PlanError, match="sparsity"):
+            fxprune.Plan(sparsity=s)
+
+
+def test_example_inputs_of_the_wrong_shape():
+    m = randomize(Small()).eval()
+    check(m, fxprune.TraceError, r"node `a`.*example_inputs had shapes \[\(1, 4, 8, 8\)\]",
+          inputs=(torch.randn(1, 4, 8, 8),))
+    check(m, fxprune.PlanError, "example_inputs are required", inputs=None)
+
+
+def test_untraceable_model():
+    class Loop(nn.Module):
+        def forward(self, x):
+            for row in x:  # iterating a tensor cannot be traced
+                x = x + row
+            return x
+
+    check(Loop(), fxprune.TraceError, "Loop.forward")
+
+
+def test_model_with_no_prunable_group_is_reported():
+    m = nn.Sequential(nn.Conv2d(3, 4, 1))
+    before = snapshot(m)
+    small = fxprune.compile(m, fxprune.Plan(), example_inputs=(X,))
+    rep = fxprune.report(small)
+    assert rep.prunable_groups == 0 and any("no prunable" in n for n in rep.notes)
+    assert rep.params_after == rep.params_before
+    assert_unchanged(m, before)
+
+
+def test_nan_weights():
+    m = randomize(Small()).eval()
+    with torch.no_grad():
+        m.bn.running_var[3] = float("nan")
+    check(m, fxprune.ModelError, "bn.running_var")
+
+
+def test_not_a_module_and_not_a_plan():
+    with pytest.raises(fxprune.PlanError):
+        fxprune.compile(lambda x: x, fxprune.Plan(), example_inputs=(X,))
+    with pytest.raises(fxprune.PlanError):
+        fxprune.compile(Small(), {"sparsity": 0.5}, example_inputs=(X,))
+
+
+def test_a_wrong_rule_is_caught_by_verification(monkeypatch):
+    """Break the batch-norm rule (forget to tie its parameters): verification must name a node."""
+    from fxprune.graph.rules import layers
+
+    original = layers.batch_norm.propagate
+
+    def broken(ctx):
+        out = original(ctx)
+        return tuple(f.__class__(f.axes, ctx.fresh(len(f.ids))) for f in out)  # new ids: untied
+
+    monkeypatch.setattr(layers.batch_norm, "propagate", broken)
+    m = randomize(Small()).eval()
+    with pytest.raises((fxprune.VerificationError, RuntimeError)) as info:
+        fxprune.compile(m, fxprune.Plan(), example_inputs=(X,))
+    if isinstance(info.value, fxprune.VerificationError):
+        assert info.value.node is not None
+
+
+def test_verification_error_names_the_first_diverging_node(monkeypatch):
+    """A rewrite that keeps the right shapes but the wrong weights is reported at its node."""
+    from fxprune.passes import rewrite
+
+    original = rewrite._slice_tensors
+
+    def shuffled(cg, id_kept):
+        out = original(cg, id_kept)
+        w = out["b.weight"]
+        with torch.no_grad():
+            w.copy_(w.flip(1))  # consumer columns in the wrong order
+        return out
+
+    monkeypatch.setattr(rewrite, "_slice_tensors", shuffled)
+    m = randomize(Small()).eval()
+    with pytest.raises(fxprune.VerificationError) as info:
+        fxprune.compile(m, fxprune.Plan(), example_inputs=(X,))
+    assert info.value.node == "b" and "`b`" in str(info.value)
