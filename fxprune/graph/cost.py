@@ -7,6 +7,7 @@ running it: pass the pruned shapes and the pruned modules. Tested against FlopCo
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import TensorMetadata
+from torch.utils.flop_counter import FlopCounterMode
 
 from .channels import node_shape
 from .rules.contract import parse_einsum
@@ -29,12 +32,47 @@ def _prod(xs: Any) -> int:
 def count_macs(gm: fx.GraphModule, shape_of: Callable[[Any], Shape | None] = node_shape,
                module_of: Callable[[str], nn.Module] | None = None) -> int:
     """MACs of one forward over the graph of ``gm``. ``shape_of`` gives a node's output shape
-    (default: the shape-propagated one); ``module_of`` resolves call_module targets."""
+    (default: the shape-propagated one); ``module_of`` resolves call_module targets.
+
+    Ops without a formula and without a channel rule (wrapped functions, custom leaves) are run
+    once on meta tensors of the right shapes under FlopCounterMode."""
+    from .rules import REGISTRY
+
     module_of = module_of or gm.get_submodule
     total = 0
     for node in gm.graph.nodes:
-        total += node_macs(node, shape_of, module_of)
+        n = node_macs(node, shape_of, module_of)
+        if n == 0 and node.op in ("call_function", "call_method", "call_module") and \
+                REGISTRY.lookup(gm, node) is None:
+            n = _measured_macs(node, shape_of, module_of)
+        total += n
     return total
+
+
+def _measured_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None],
+                   module_of: Callable[[str], nn.Module]) -> int:
+    class _Unknown(Exception):
+        pass
+
+    def meta(a: fx.Node) -> Any:
+        tm = a.meta.get("tensor_meta")
+        if not isinstance(tm, TensorMetadata):
+            raise _Unknown
+        return torch.empty(shape_of(a), dtype=tm.dtype, device="meta")
+
+    try:
+        args, kwargs = fx.node.map_arg(node.args, meta), fx.node.map_arg(node.kwargs, meta)
+        if node.op == "call_module":
+            fn = copy.deepcopy(module_of(node.target)).to("meta")
+        elif node.op == "call_method":
+            fn = lambda self, *a, **k: getattr(self, node.target)(*a, **k)  # noqa: E731
+        else:
+            fn = node.target
+        with FlopCounterMode(display=False) as counter:
+            fn(*args, **kwargs)
+        return counter.get_total_flops() // 2
+    except Exception:  # an op that cannot run on meta tensors: not counted
+        return 0
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:

@@ -142,7 +142,7 @@ def _restore_containers(small: nn.Module, original: nn.Module) -> None:
         if type(cur) is not nn.Module or set(cur._modules) != set(orig._modules) or vars(cur)["_parameters"] \
                 or vars(cur)["_buffers"]:
             continue
-        cls = nn.Sequential if isinstance(orig, nn.Sequential) else type(orig)
+        cls = next(c for c in (nn.Sequential, nn.ModuleList, nn.ModuleDict) if isinstance(orig, c))
         new = cls()
         for key in orig._modules:
             new.add_module(key, cur._modules[key])

@@ -1,0 +1,33 @@
+"""The fxprune command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import fxprune
+from fxprune.cli import main
+
+
+def test_prune_writes_model_plan_resolution_and_report(tmp_path, capsys):
+    rc = main(["prune", "--model", "torchvision:mobilenet_v3_small", "--sparsity", "0.3", "--round-to", "8",
+               "--input-shape", "1,3,96,96", "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "params" in printed and "MACs" in printed and "verification" in printed
+    for f in ("model.fxp", "plan.json", "resolution.json", "report.json"):
+        assert (tmp_path / f).exists()
+    assert fxprune.Plan.from_json(tmp_path / "plan.json").round_to == 8
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["params_after"] < report["params_before"]
+    model = fxprune.load(tmp_path / "model.fxp")
+    assert fxprune.report(model).params_after == report["params_after"]
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["prune", "--model", "torchvision:resnet18", "--ignore", "layer9", "--out", str(tmp_path)]) == 2
+    assert "layer9" in capsys.readouterr().out
+    res = subprocess.run([sys.executable, "-m", "fxprune.cli", "prune", "--model", "nope:x", "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "model spec" in res.stdout
