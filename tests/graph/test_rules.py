@@ -534,3 +534,38 @@ def test_namedtuple_outputs():
     small, _ = compile_checked(randomize(M()), X)
     out = small(X)
     assert out.main.shape == (2, 2, 12, 12) and out.aux.shape == (2, 3, 12, 12)
+
+
+def test_mean_over_channels_is_rewritten_to_a_dense_count_sum():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = conv(3, 16), conv(16, 4)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y * torch.sigmoid(y.mean(1, keepdim=True)))  # spatial gate from a channel mean
+
+    small, _ = compile_checked(randomize(M()), X)
+    assert small.a.out_channels == 8
+    assert "sum" in small.code and "/ 16" in small.code
+
+
+def test_normalize_transposed_attribute_unbind_and_1d_3d_pools():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 16), nn.Linear(16, 3)
+            self.c1, self.c2 = nn.Conv1d(2, 8, 3), nn.Conv1d(8, 2, 1)
+            self.v1, self.v2 = nn.Conv3d(2, 8, 1), nn.Conv3d(8, 2, 1)
+
+        def forward(self, x, s, v):
+            y = F.normalize(self.a(x), dim=-1)             # (B, 16)
+            z = self.b(y.mT.T)                            # two transposes back
+            p, q = torch.unbind(self.a(x).view(2, -1, 16), 0)
+            t = self.c2(F.max_pool1d(self.c1(s), 2))
+            w = self.v2(F.adaptive_avg_pool3d(self.v1(v), 1))
+            return z.sum() + self.b(p + q).sum() + t.sum() + w.sum()
+
+    small, _ = compile_checked(randomize(M()), torch.randn(2, 4), torch.randn(1, 2, 9), torch.randn(1, 2, 3, 3, 3))
+    assert small.a.out_features == 8 and small.c1.out_channels == 4 and small.v1.out_channels == 4
