@@ -104,7 +104,8 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
 
 
 def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
-            resolution: Resolution | None = None, verify: bool = True, atol: float = 1e-5, rtol: float = 1e-4,
+            resolution: Resolution | None = None, verify: bool = True, atol: float | None = None,
+            rtol: float | None = None,
             leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
             calibration_data: Any = None, registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
     """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
@@ -112,7 +113,8 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
 
     With ``verify`` (the default) the result is checked against the dense model with the pruned
     channels zeroed on the example inputs; beyond ``atol + rtol * max|ref|`` a
-    ``VerificationError`` names the first diverging node."""
+    ``VerificationError`` names the first diverging node. Default tolerances follow the dtype of
+    the example inputs (fp32: 1e-5 + 1e-4 * max|ref|; fp16 / bf16 / fp64 accordingly)."""
     if plan is not None and not isinstance(plan, Plan):
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
     a = analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args, registry=registry)
@@ -127,11 +129,24 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         small.training = model.training
     err = None
     if verify:
+        d_atol, d_rtol = default_tolerance(a.inputs)
         with timer.stage("verify"):
-            err = _verify(small, traced, id_kept, a.inputs, atol, rtol)
+            err = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
+                          d_rtol if rtol is None else rtol)
     small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, plan or resolution.plan)
     small.meta["fxprune.resolution"] = resolution
     return small
+
+
+_TOLERANCE = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 1e-2),
+              torch.bfloat16: (1e-2, 5e-2)}
+
+
+def default_tolerance(inputs: tuple[Any, ...]) -> tuple[float, float]:
+    """(atol, rtol) for the lowest-precision floating example input (fp32 when there is none)."""
+    dtypes = [x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    worst = max(dtypes, key=lambda d: _TOLERANCE.get(d, _TOLERANCE[torch.float32])[1], default=torch.float32)
+    return _TOLERANCE.get(worst, _TOLERANCE[torch.float32])
 
 
 def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, inputs: tuple[Any, ...],

@@ -119,3 +119,14 @@ def test_verification_error_names_the_first_diverging_node(monkeypatch):
     with pytest.raises(fxprune.VerificationError) as info:
         fxprune.compile(m, fxprune.Plan(), example_inputs=(X,))
     assert info.value.node == "b" and "`b`" in str(info.value)
+
+
+def test_low_precision_models_verify_with_dtype_tolerances():
+    import torchvision
+
+    for dtype in (torch.float16, torch.bfloat16):
+        m = randomize(torchvision.models.resnet18()).to(dtype).eval()
+        before = snapshot(m)
+        small = fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 3, 64, 64, dtype=dtype),))
+        assert small.conv1.weight.dtype == dtype and fxprune.report(small).max_abs_error is not None
+        assert_unchanged(m, before)

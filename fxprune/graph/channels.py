@@ -13,7 +13,6 @@ rows, embedding columns); plans rank and prune within groups.
 from __future__ import annotations
 
 import hashlib
-import logging
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from ..errors import TraceError
 from .factors import NO_FACTORS, Factor, Factors, factor_on
 from .unionfind import UnionFind
-
-log = logging.getLogger(__name__)
 
 FACTORS = "fxprune.factors"
 ParamAxis = tuple[str, int]
@@ -62,10 +59,6 @@ class Group:
     @property
     def prunable(self) -> int:
         return int((~self.pinned).sum())
-
-    @property
-    def modules(self) -> list[str]:
-        return sorted({name.rsplit(".", 1)[0] for name, _ in self.members if "." in name})
 
     @property
     def signature(self) -> str:
@@ -336,9 +329,6 @@ class RuleContext:
     @property
     def op(self) -> str:
         return describe_target(self.gm, self.node)
-
-    def tensor_inputs(self) -> list[fx.Node]:
-        return [a for a in self.node.all_input_nodes if node_shape(a) is not None]
 
     # union-find ----------------------------------------------------------------------------
     def fresh(self, count: int, *, pinned: bool = False) -> np.ndarray:

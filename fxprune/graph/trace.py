@@ -37,7 +37,6 @@ class TracedModel:
     eval_gm: fx.GraphModule
     train_gm: fx.GraphModule | None
     auto_leaves: dict[str, str] = field(default_factory=dict)
-    training_flags: dict[str, bool] = field(default_factory=dict)
 
     @property
     def graph_modules(self) -> list[fx.GraphModule]:
@@ -144,7 +143,6 @@ def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry
     for name in leaf_names:
         if name not in names:
             raise PlanError(f"leaf_modules names `{name}`, which is not a submodule of {type(model).__name__}")
-    flags = {n: m.training for n, m in model.named_modules()}
     before = set(vars(model))
     try:
         with training_mode(model, False):
@@ -163,7 +161,7 @@ def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry
         train_gm = None
     else:
         log.info("%s has train-only branches; the pruned model keeps both graphs", type(model).__name__)
-    return TracedModel(model, eval_gm, train_gm, auto, flags)
+    return TracedModel(model, eval_gm, train_gm, auto)
 
 
 class _ShapeProp(ShapeProp):

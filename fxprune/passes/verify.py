@@ -56,7 +56,7 @@ class _Recorder(fx.Interpreter):
 
 
 def first_divergence(dense_gm: fx.GraphModule, masked_gm: fx.GraphModule, pruned: torch.nn.Module,
-                     graph: fx.Graph, forward: Callable, inputs: Sequence[Any], id_kept: np.ndarray,
+                     graph: fx.Graph, inputs: Sequence[Any], id_kept: np.ndarray,
                      atol: float, rtol: float) -> tuple[str, str, float] | None:
     ref = _Recorder(masked_gm)
     ref.run(*inputs)
@@ -94,7 +94,7 @@ def verify(pruned: torch.nn.Module, forward: Callable, graph: fx.Graph, dense_gm
         err, scale = compare(out, ref)
         if err <= atol + rtol * scale:
             return err
-        where = first_divergence(dense_gm, masked_gm, pruned, graph, forward, inputs, id_kept, atol, rtol)
+        where = first_divergence(dense_gm, masked_gm, pruned, graph, inputs, id_kept, atol, rtol)
     if where is None:
         raise VerificationError(f"the pruned model ({mode} graph) differs from the masked dense model by {err:.3g} "
                                 f"(max |ref| {scale:.3g})", max_abs_error=err)
