@@ -9,25 +9,14 @@ import torch
 from torch import nn
 
 import fxprune
+from fxprune.models import randomize_for_verification
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics/affines and no constant parameters (zero-initialised heads make
-    every output equal, which would let a wrong pruned model pass verification)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        for p in model.parameters():
-            if p.numel() > 1 and float(p.std()) == 0.0:
-                p.copy_(p + torch.randn(p.shape, generator=g) * 0.05)
-            elif p.ndim == 1 and p.numel() > 1:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+    """Random BN statistics and no constant parameters (see fxprune.models)."""
+    return randomize_for_verification(model, seed)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -547,8 +547,9 @@ def _size_uses(node: fx.Node, axes: list[int]) -> list[tuple[int, fx.Node | None
         n, ax = stack.pop()
         for user in n.users:
             if user.op == "call_function" and user.target is operator.getitem and user.args[0] is n \
-                    and isinstance(user.args[1], int) and len(ax) > 1:
-                stack.append((user, [ax[user.args[1]]]))
+                    and isinstance(user.args[1], (int, slice)) and len(ax) > 1:
+                picked = ax[user.args[1]]  # x.shape[1] or x.shape[-2:]
+                stack.append((user, picked if isinstance(picked, list) else [picked]))
             elif user.op == "call_function" and user.target in _SCALAR_FUNCTIONS and node_shape(user) is None:
                 stack.append((user, ax))
             elif (user.op == "call_method" and user.target in _SHAPE_METHODS and user.args[0] is not n) or \

@@ -38,6 +38,27 @@ def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return model, (1, 3, size, size)
 
 
+def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give a freshly initialised model random BN statistics and no constant parameters, in place.
+
+    With default statistics (mean 0, var 1) and zero-initialised heads, many channels look alike
+    and a classifier's output can be constant, so a wrong pruned model could pass verification.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        for p in model.parameters():
+            noise = torch.randn(p.shape, generator=g).to(p.dtype)
+            if p.numel() > 1 and float(p.float().std()) == 0.0:
+                p.add_(noise * 0.05)
+            elif p.ndim == 1 and p.numel() > 1:
+                p.add_(noise * 0.05)
+    return model
+
+
 def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     """Build the model a spec names and its default input shape (batch 1)."""
     prefix, sep, name = spec.partition(":")

@@ -569,3 +569,17 @@ def test_normalize_transposed_attribute_unbind_and_1d_3d_pools():
 
     small, _ = compile_checked(randomize(M()), torch.randn(2, 4), torch.randn(1, 2, 9), torch.randn(1, 2, 3, 3, 3))
     assert small.a.out_features == 8 and small.c1.out_channels == 4 and small.v1.out_channels == 4
+
+
+def test_spatial_sizes_read_from_the_shape_do_not_pin_channels():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = conv(3, 16), conv(16, 4)
+
+        def forward(self, x):
+            y = self.b(F.max_pool2d(self.a(x), 2))
+            return F.interpolate(y, size=self.a(x).shape[-2:], mode="bilinear", align_corners=False)
+
+    small, rep = compile_checked(randomize(M()), X)
+    assert small.a.out_channels == 8 and not rep.barriers
