@@ -55,7 +55,8 @@ class PrunedGraphModule(fx.GraphModule):
                     _assign(self, node.target, value)
                     have.add(node.target)
         self.__dict__["_train_graph"] = train_graph
-        self.recompile()
+        if train_graph is not None:  # super().__init__ compiled the eval graph already
+            self.recompile()
 
     @property
     def train_graph(self) -> fx.Graph | None:

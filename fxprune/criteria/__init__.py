@@ -47,15 +47,18 @@ class ScoringContext:
         return out
 
     def per_position(self, key: ParamAxis, stat: str) -> np.ndarray:
-        """``sum |w|`` ("abs") or ``sum w^2`` ("sq") over every axis of the tensor but ``key``'s."""
+        """``sum |w|`` ("abs") or ``sum w^2`` ("sq") over every axis of the tensor but ``key``'s.
+        Computed for all channel axes of the tensor at once (one |w| pass per tensor)."""
         hit = self._cache.get((key, stat))
         if hit is None:
-            name, axis = key
+            name = key[0]
             w = self.cg.tensors[name].detach()
             w = w.abs() if stat == "abs" else w.float().square()
-            dims = [d for d in range(w.ndim) if d != axis]
-            hit = (w.sum(dim=dims) if dims else w).double().cpu().numpy()
-            self._cache[(key, stat)] = hit
+            for axis in range(w.ndim):
+                if (name, axis) in self.cg.param_axes:
+                    dims = [d for d in range(w.ndim) if d != axis]
+                    self._cache[((name, axis), stat)] = (w.sum(dim=dims) if dims else w).double().cpu().numpy()
+            hit = self._cache[(key, stat)]
         return hit
 
     def accumulate(self, group: Group, stat: str) -> np.ndarray:

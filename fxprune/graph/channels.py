@@ -218,50 +218,46 @@ class ChannelGraph:
         roots = self.uf.roots()
         pinned = np.zeros(self.uf.n, dtype=bool)
         pinned[self.uf.pinned_roots()] = True
-        # second level: classes sharing a producer axis form a group
-        gparent: dict[int, int] = {}
-
-        def gfind(x: int) -> int:
-            while gparent[x] != x:
-                gparent[x] = gparent[gparent[x]]
-                x = gparent[x]
-            return x
-
-        order: list[int] = []
-        for label, ids in self.producers.items():
-            cls = _unique_in_order(roots[ids].ravel())
-            for c in cls:
-                if c not in gparent:
-                    gparent[c] = c
-                    order.append(c)
-            first = gfind(int(cls[0]))
-            for c in cls[1:]:
-                rc = gfind(int(c))
-                if rc != first:
-                    gparent[rc] = first
-        members: dict[int, list[int]] = {}
-        for c in order:
-            members.setdefault(gfind(c), []).append(c)
+        labels = list(self.producers)
+        if not labels:
+            self.group_of = np.full(self.uf.n, -1, dtype=np.int64)
+            self.class_index = np.full(self.uf.n, -1, dtype=np.int64)
+            self.roots = roots
+            return []
+        per_label = [roots[self.producers[label]].ravel() for label in labels]
+        # second level, vectorised: classes that share a producer axis are one group
+        guf = UnionFind()
+        guf.fresh(self.uf.n)
+        for cls in per_label:
+            guf.union(cls[:1], cls)
+        flat = np.concatenate(per_label)
+        owner = np.repeat(np.arange(len(labels)), [len(c) for c in per_label])
+        _, first = np.unique(flat, return_index=True)
+        order = flat[np.sort(first)]  # classes in order of first appearance (canonical)
+        groot = guf.find(order)
+        _, g_first = np.unique(groot, return_index=True)
+        group_roots = groot[np.sort(g_first)]  # groups in order of first appearance
+        g_index = np.full(self.uf.n, -1, dtype=np.int64)
+        g_index[group_roots] = np.arange(len(group_roots))
+        order_group = g_index[groot]
         group_of = np.full(self.uf.n, -1, dtype=np.int64)
+        group_of[order] = order_group
+        class_index = np.full(self.uf.n, -1, dtype=np.int64)
         groups: list[Group] = []
-        for g_index, (groot, cls) in enumerate(members.items()):
-            cls_arr = np.array(cls, dtype=np.int64)
-            group_of[cls_arr] = g_index
-            groups.append(Group(g_index, "", cls_arr, pinned[cls_arr], [], []))
+        for gi in range(len(group_roots)):
+            cls = order[order_group == gi]
+            class_index[cls] = np.arange(len(cls))
+            groups.append(Group(gi, "", cls, pinned[cls], [], []))
         for key, ids in self.param_axes.items():
             touched = np.unique(group_of[roots[ids]])
             for g in touched[touched >= 0]:
                 groups[g].members.append(key)
-        for label, ids in self.producers.items():
-            g = int(group_of[roots[ids].ravel()[0]])
-            groups[g].producers.append(label)
+        label_group = group_of[flat[np.searchsorted(owner, np.arange(len(labels)))]]
+        for label, g in zip(labels, label_group):
+            groups[int(g)].producers.append(label)
         for g in groups:
             g.key = g.producers[0]
-        self.group_of = group_of
-        self.class_index = np.full(self.uf.n, -1, dtype=np.int64)
-        for g in groups:
-            self.class_index[g.classes] = np.arange(g.size)
-        self.roots = roots
+        self.group_of, self.class_index, self.roots = group_of, class_index, roots
         return groups
 
     def positions(self, group: Group, key: ParamAxis) -> tuple[np.ndarray, np.ndarray]:
@@ -276,11 +272,6 @@ class ChannelGraph:
         dead = np.zeros(self.uf.n, dtype=bool)
         dead[pruned_roots] = True
         return ~dead[self.uf.roots()]
-
-
-def _unique_in_order(a: np.ndarray) -> np.ndarray:
-    _, first = np.unique(a, return_index=True)
-    return a[np.sort(first)]
 
 
 # ------------------------------------------------------------------------------------------------

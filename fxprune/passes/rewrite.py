@@ -81,6 +81,26 @@ def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Ten
     return out
 
 
+def _copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """A copy of ``old`` whose tensors are the new ones in ``memo``. A leaf layer (no children,
+    every tensor in the memo) is copied attribute by attribute, which is much cheaper than
+    ``deepcopy``; anything else goes through ``deepcopy`` with the memo."""
+    d = vars(old)
+    tensors = list(d["_parameters"].values()) + list(d["_buffers"].values())
+    if d["_modules"] or any(t is not None and id(t) not in memo for t in tensors):
+        return copy.deepcopy(old, memo)
+    new = object.__new__(type(old))
+    for k, v in d.items():
+        if k == "_parameters" or k == "_buffers":
+            v = {name: (None if t is None else memo[id(t)]) for name, t in v.items()}
+        elif isinstance(v, (dict, list, set)):
+            v = copy.copy(v)
+        elif not isinstance(v, (int, float, str, bool, tuple, type(None), torch.dtype, torch.device)):
+            v = copy.deepcopy(v)
+        object.__setattr__(new, k, v)
+    return new
+
+
 def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
     new = fx.Graph()
     new._codegen = copy.deepcopy(graph._codegen)
@@ -104,7 +124,7 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                 old = gm.get_submodule(node.target)
                 memo = {id(t): memo_base[id(t)] for t in list(old.parameters()) + list(old.buffers())
                         if id(t) in memo_base}
-                new = copy.deepcopy(old, memo)
+                new = _copy_module(old, memo)
                 rule = registry.module_rule(old)
                 changed = any(memo[id(t)].shape != t.shape for t in list(old.parameters()) + list(old.buffers())
                               if id(t) in memo)
