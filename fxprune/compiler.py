@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -105,6 +106,20 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
                             model=model, data=calibration_data)
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Compiling allocates many small objects; Python's cyclic collector would rescan the whole
+    heap (the model included) many times meanwhile. Reference counting still frees memory."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_no_cyclic_gc()
 def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
             resolution: Resolution | None = None, verify: bool = True, atol: float | None = None,
             rtol: float | None = None,
@@ -196,7 +211,8 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         model=type(model).__name__,
         params_before=count_params(model), params_after=count_params(small),
         macs_before=count_macs(gm),
-        macs_after=count_macs(gm, shape_of=lambda n: pruned_shape(n, id_kept), module_of=small.get_submodule),
+        macs_after=count_macs(gm, shape_of=lambda n: pruned_shape(n, id_kept),
+                              module_of=dict(small.named_modules()).__getitem__),
         groups=group_reports, barriers=list(barriers.values()), auto_leaves=dict(a.traced.auto_leaves),
         seconds=dict(a.timer.seconds), max_abs_error=err, train_graph=a.traced.train_gm is not None,
         notes=notes, plan=plan.to_dict() if plan is not None else None,

@@ -108,9 +108,10 @@ def _keep_every_tensor_nonempty(cg: ChannelGraph, keep: dict[int, list[int]], sc
     while changed:
         changed = False
         for f in factors:
-            cls = np.unique(cg.roots[f.ids])
-            if alive[cls].any():
+            roots = cg.roots[f.ids]
+            if alive[roots].any():
                 continue
+            cls = np.unique(roots)
             cls = cls[cg.group_of[cls] >= 0]
             best = max(cls, key=lambda c: scores[int(cg.group_of[c])][cg.class_index[c]])
             gi = int(cg.group_of[best])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,18 @@ class Group:
             name = label.rsplit("@", 1)[0]
             seen.setdefault(name.rsplit(".", 1)[0] if "." in name else name, None)
         return list(seen)
+
+
+_MODULE_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def submodule(root: torch.nn.Module, target: str) -> torch.nn.Module:
+    """``root.get_submodule(target)`` through a cached name table. Only for module trees that do
+    not change afterwards (the traced dense graph modules): lookups happen several times per node."""
+    table = _MODULE_TABLES.get(root)
+    if table is None:
+        table = _MODULE_TABLES[root] = dict(root.named_modules(remove_duplicate=False))
+    return table[target]
 
 
 def tensor_meta(node: Any) -> Any:
@@ -315,7 +328,7 @@ class RuleContext:
         return s
 
     def module(self) -> torch.nn.Module:
-        return self.gm.get_submodule(self.node.target)
+        return submodule(self.gm, self.node.target)
 
     @property
     def op(self) -> str:
@@ -355,8 +368,8 @@ class RuleContext:
 def describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         try:
-            return f"{type(gm.get_submodule(node.target)).__name__} `{node.target}`"
-        except AttributeError:
+            return f"{type(submodule(gm, node.target)).__name__} `{node.target}`"
+        except (AttributeError, KeyError):
             return f"module `{node.target}`"
     if node.op == "call_method":
         return f"Tensor.{node.target}"

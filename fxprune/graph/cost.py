@@ -19,7 +19,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
-from .channels import node_shape
+from .channels import node_shape, submodule
 from .rules.contract import parse_einsum
 
 Shape = tuple[int, ...]
@@ -38,7 +38,7 @@ def count_macs(gm: fx.GraphModule, shape_of: Callable[[Any], Shape | None] = nod
     once on meta tensors of the right shapes under FlopCounterMode."""
     from .rules import REGISTRY
 
-    module_of = module_of or gm.get_submodule
+    module_of = module_of or (lambda target: submodule(gm, target))
     total = 0
     for node in gm.graph.nodes:
         n = node_macs(node, shape_of, module_of)

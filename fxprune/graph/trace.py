@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,13 @@ class FxTracer(fx.Tracer):
         self.leaf_types = tuple(leaf_types)
         self.leaf_names = set(leaf_names)
         self.auto_leaves: dict[str, str] = {}
+        self.traced_classes: set[type] = set()
         self._param_cache: dict[str, Any] | None = None
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        if isinstance(root, nn.Module):
+            self.traced_classes.add(type(root))
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.auto_leaves or module_qualified_name in self.leaf_names:
@@ -72,6 +79,7 @@ class FxTracer(fx.Tracer):
         qualname = self.path_of_module(m)
         if self.is_leaf_module(m, qualname):
             return super().call_module(m, forward, args, kwargs)
+        self.traced_classes.add(type(m))
         n_before = len(self.graph.nodes)
         stack_len = len(self.module_stack)
         num_calls = dict(self.num_calls)
@@ -98,15 +106,43 @@ class FxTracer(fx.Tracer):
 
 @contextlib.contextmanager
 def training_mode(model: nn.Module, mode: bool) -> Iterator[None]:
-    """Temporarily set every module's ``training`` flag; restores each module's own flag."""
-    flags = [(m, m.training) for m in model.modules()]
+    """Temporarily set every module's ``training`` flag; restores each module's own flag.
+    (Writes the instance dict directly: ``nn.Module.__setattr__`` is slow and a plain bool
+    attribute needs none of its bookkeeping.)"""
+    flags = [(m, m.__dict__.get("training", True)) for m in model.modules()]
     try:
         for m, _ in flags:
-            m.training = mode
+            m.__dict__["training"] = mode
         yield
     finally:
         for m, f in flags:
-            m.training = f
+            m.__dict__["training"] = f
+
+
+def _reads_training(classes: set[type]) -> bool:
+    """Does any method of the traced-through classes mention ``training`` (``self.training``,
+    ``training=...``)? If not, a train-mode trace would give the same graph. Conservative:
+    a false positive only costs a second trace."""
+    seen: set[int] = set()
+
+    def code_mentions(code: types.CodeType) -> bool:
+        if id(code) in seen:
+            return False
+        seen.add(id(code))
+        if "training" in code.co_names or "training" in code.co_varnames:
+            return True
+        return any(code_mentions(c) for c in code.co_consts if isinstance(c, types.CodeType))
+
+    for cls in classes:
+        for klass in cls.__mro__:
+            if klass in (nn.Module, object):
+                break
+            for value in vars(klass).values():
+                fn = getattr(value, "__func__", value)
+                code = getattr(fn, "__code__", None)
+                if isinstance(code, types.CodeType) and code_mentions(code):
+                    return True
+    return False
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -149,15 +185,17 @@ def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry
             tracer = FxTracer(registry, leaf_types, leaf_names)
             eval_gm = _trace_once(model, tracer, concrete_args)
         auto = dict(tracer.auto_leaves)
-        with training_mode(model, True):
-            tracer = FxTracer(registry, leaf_types, leaf_names + list(auto))
-            train_gm = _trace_once(model, tracer, concrete_args)
-        for k, v in tracer.auto_leaves.items():
-            auto.setdefault(k, v)
+        train_gm = None
+        if _reads_training(tracer.traced_classes):
+            with training_mode(model, True):
+                tracer = FxTracer(registry, leaf_types, leaf_names + list(auto))
+                train_gm = _trace_once(model, tracer, concrete_args)
+            for k, v in tracer.auto_leaves.items():
+                auto.setdefault(k, v)
     finally:
         for attr in set(vars(model)) - before:  # tensor constants the tracer parked on the root
             delattr(model, attr)
-    if train_gm.code == eval_gm.code:
+    if train_gm is not None and train_gm.code == eval_gm.code:
         train_gm = None
     else:
         log.info("%s has train-only branches; the pruned model keeps both graphs", type(model).__name__)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channels import FACTORS, ChannelGraph, multi_meta, node_shape
+from ..graph.channels import FACTORS, ChannelGraph, multi_meta, node_shape, submodule
 from ..graph.factors import Factor, factor_on, kept_sizes
 from ..graph.rules import REGISTRY, OpRegistry
 from ..graph.trace import TracedModel
@@ -94,7 +94,7 @@ def _copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
         if k == "_parameters" or k == "_buffers":
             v = {name: (None if t is None else memo[id(t)]) for name, t in v.items()}
         elif isinstance(v, (dict, list, set)):
-            v = copy.copy(v)
+            v = v.copy()
         elif not isinstance(v, (int, float, str, bool, tuple, type(None), torch.dtype, torch.device)):
             v = copy.deepcopy(v)
         object.__setattr__(new, k, v)
@@ -121,7 +121,7 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
             if node.target in root:
                 continue
             if node.op == "call_module":
-                old = gm.get_submodule(node.target)
+                old = submodule(gm, node.target)
                 memo = {id(t): memo_base[id(t)] for t in list(old.parameters()) + list(old.buffers())
                         if id(t) in memo_base}
                 new = _copy_module(old, memo)

@@ -72,7 +72,9 @@ class OpRegistry:
 
     def lookup(self, gm: fx.GraphModule, node: fx.Node) -> OpRule | None:
         if node.op == "call_module":
-            return self.module_rule(gm.get_submodule(node.target))
+            from ..channels import submodule
+
+            return self.module_rule(submodule(gm, node.target))
         if node.op == "call_function":
             try:
                 rule = self.functions.get(node.target)
