@@ -14,31 +14,9 @@ import torch
 from torch import fx, nn
 from torch.fx.graph_module import _forward_from_src
 
+from .graph.copying import assign_attr, lookup_attr
+
 REPORT_KEY = "fxprune.report"
-
-
-def _assign(root: nn.Module, target: str, value: Any) -> None:
-    *path, leaf = target.split(".")
-    mod = root
-    for part in path:
-        if not hasattr(mod, part):
-            mod.add_module(part, nn.Module())
-        mod = getattr(mod, part)
-    if isinstance(value, nn.Module):
-        mod.add_module(leaf, value)
-    elif isinstance(value, nn.Parameter):
-        mod.register_parameter(leaf, value)
-    elif isinstance(value, torch.Tensor) and not hasattr(mod, leaf):
-        mod.register_buffer(leaf, value)
-    else:
-        setattr(mod, leaf, value)
-
-
-def _lookup(root: Any, target: str) -> Any:
-    obj = root
-    for part in target.split("."):
-        obj = obj[part] if isinstance(obj, dict) and part in obj else getattr(obj, part)
-    return obj
 
 
 class PrunedGraphModule(fx.GraphModule):
@@ -51,8 +29,8 @@ class PrunedGraphModule(fx.GraphModule):
             have = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
             for node in train_graph.nodes:
                 if node.op in ("call_module", "get_attr") and node.target not in have:
-                    value = root[node.target] if isinstance(root, dict) else _lookup(root, node.target)
-                    _assign(self, node.target, value)
+                    value = root[node.target] if isinstance(root, dict) else lookup_attr(root, node.target)
+                    assign_attr(self, node.target, value)
                     have.add(node.target)
         self.__dict__["_train_graph"] = train_graph
         if train_graph is not None:  # super().__init__ compiled the eval graph already

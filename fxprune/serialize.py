@@ -261,7 +261,8 @@ def _module_from_spec(spec: dict[str, Any], tensors: dict[str, torch.Tensor], tr
 
 # ---- whole models -----------------------------------------------------------------------------
 def to_state(model: nn.Module) -> dict[str, Any]:
-    from .module import PrunedGraphModule, _lookup
+    from .graph.copying import lookup_attr
+    from .module import PrunedGraphModule
 
     if not isinstance(model, fx.GraphModule):
         raise SerializationError(f"fxprune.save stores compiled models (GraphModules), not {type(model).__name__}")
@@ -275,7 +276,7 @@ def to_state(model: nn.Module) -> dict[str, Any]:
             if n.op == "call_module" and n.target not in modules:
                 modules[n.target] = _module_spec(n.target, model.get_submodule(n.target), tensors)
             elif n.op == "get_attr" and n.target not in attrs:
-                value = _lookup(model, n.target)
+                value = lookup_attr(model, n.target)
                 if isinstance(value, torch.Tensor):
                     attrs[n.target] = {"tensor": _store(tensors, n.target, value),
                                        "parameter": isinstance(value, nn.Parameter),

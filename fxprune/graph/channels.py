@@ -25,6 +25,7 @@ from torch import fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import TraceError
+from .copying import lookup_attr
 from .factors import NO_FACTORS, Factor, Factors, factor_on
 from .unionfind import UnionFind
 
@@ -408,7 +409,7 @@ def _propagate(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, registry) ->
     if node.op == "placeholder":
         return map_meta(meta, lambda m: NO_FACTORS)
     if node.op == "get_attr":
-        value = _get_attr(gm, node.target)
+        value = lookup_attr(gm, node.target)
         if not isinstance(value, torch.Tensor):
             return None
         return tuple(Factor((a,), cg.param_axis(node.target, a, tensor=value))
@@ -457,13 +458,6 @@ def _is_metadata(node: fx.Node) -> bool:
     if node.op == "call_function" and node.target is getattr:
         return node.args[1] in _METADATA_ATTRS
     return False
-
-
-def _get_attr(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _check_factors(ctx: RuleContext, out: Any, meta: Any) -> None:

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import FxPruneError, PlanError, TraceError
+from .copying import assign_attr, copy_module, lookup_attr
 from .rules import REGISTRY, OpRegistry
 
 log = logging.getLogger(__name__)
@@ -202,24 +203,84 @@ def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry
     return TracedModel(model, eval_gm, train_gm, auto)
 
 
-class _ShapeProp(ShapeProp):
+class ShapePropagation(fx.Interpreter):
+    """Runs the graph and stores ``TensorMetadata`` in ``node.meta["tensor_meta"]`` (like
+    torch.fx's ShapeProp, without its printing of tracebacks); remembers the current node so
+    failures can be named."""
+
+    current: fx.Node | None = None
+
     def run_node(self, n: fx.Node) -> Any:
         self.current = n
-        return super().run_node(n)
+        result = super().run_node(n)
+        found = False
+
+        def extract(obj: Any) -> Any:
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = fx.node.map_aggregate(result, extract)
+        if found:
+            n.meta["tensor_meta"] = meta
+        return result
 
 
-def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any]) -> None:
-    """Run ``gm`` on ``inputs`` (eval mode, no grad), storing ``tensor_meta`` on every node."""
-    prop = _ShapeProp(gm)
+META_PROPAGATION_MIN_PARAMS = 30_000_000
+
+
+def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "auto") -> None:
+    """Store ``tensor_meta`` on every node of ``gm`` for ``inputs`` (eval mode, no grad).
+
+    ``mode="real"`` runs the model; ``"meta"`` runs it on meta-device copies of its layers
+    (shapes only, no arithmetic); ``"auto"`` picks meta for models with at least
+    ``META_PROPAGATION_MIN_PARAMS`` parameters, where the real forward dominates compile time
+    (measured here: vit_l_16 0.85 s real vs 0.11 s meta; mobilenet_v3_large 0.02 s vs 0.07 s,
+    copying the layers costs more than the arithmetic). Meta falls back to real for ops
+    without a meta kernel."""
+    if mode == "auto":
+        n_params = sum(p.numel() for p in gm.parameters())
+        mode = "meta" if n_params >= META_PROPAGATION_MIN_PARAMS else "real"
+    if mode == "meta":
+        try:
+            root, meta_inputs = _meta_copy(gm, inputs)
+            with torch.no_grad(), training_mode(root, False):
+                ShapePropagation(root, graph=gm.graph).run(*meta_inputs)
+            return
+        except Exception as exc:  # noqa: BLE001 - an op without a meta kernel: run the real model
+            log.debug("meta shape propagation failed (%s); running the real model", exc)
+    prop = ShapePropagation(gm)
     try:
         with torch.no_grad(), training_mode(gm, False):
-            prop.propagate(*inputs)
+            prop.run(*inputs)
     except Exception as exc:
-        node = getattr(prop, "current", None)
+        from .channels import describe_target
+
+        node = prop.current
         shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
-        cause = exc.__cause__ or exc
-        where = f"node `{node.name}` ({node.format_node()})" if node is not None else "the model"
+        where = f"node `{node.name}` ({describe_target(gm, node)})" if node is not None else "the model"
+        message = str(exc).split("\n\nWhile executing")[0].strip()
         raise TraceError(
-            f"running {where} on the example inputs failed: {type(cause).__name__}: {cause}. "
+            f"running {where} on the example inputs failed: {type(exc).__name__}: {message}. "
             f"example_inputs had shapes {shapes}; check they are what the model expects."
         ) from exc
+
+
+def _meta_copy(gm: fx.GraphModule, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
+    """A module tree holding meta-device copies of the layers and attributes ``gm`` uses."""
+    from .channels import submodule
+
+    memo: dict[int, Any] = {}
+    for t in list(gm.parameters()) + list(gm.buffers()):
+        m = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else m
+    root = nn.Module()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            assign_attr(root, node.target, copy_module(submodule(gm, node.target), memo))
+        elif node.op == "get_attr":
+            value = lookup_attr(gm, node.target)
+            assign_attr(root, node.target, memo.get(id(value), value))
+    return root, tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)

@@ -14,7 +14,7 @@ import torch
 from torch import fx
 
 from ..graph.channels import FACTORS, node_shape, tensor_meta
-from ..module import _lookup
+from ..graph.copying import lookup_attr
 
 MASK_SUFFIX = "_fxmask"
 MASK_OF = "fxprune.mask_of"  # meta on a mask multiply: the name of the node it masks
@@ -65,7 +65,7 @@ def insert_masks(gm: fx.GraphModule, id_kept: np.ndarray) -> fx.GraphModule:
     root = {}
     for n in graph.nodes:
         if n.op in ("call_module", "get_attr"):
-            root[n.target] = masks[n.target].to(device) if n.target in masks else _lookup(gm, n.target)
+            root[n.target] = masks[n.target].to(device) if n.target in masks else lookup_attr(gm, n.target)
     return fx.GraphModule(root, graph, type(gm).__name__)
 
 

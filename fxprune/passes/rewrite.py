@@ -19,7 +19,8 @@ from ..graph.channels import FACTORS, ChannelGraph, multi_meta, node_shape, subm
 from ..graph.factors import Factor, factor_on, kept_sizes
 from ..graph.rules import REGISTRY, OpRegistry
 from ..graph.trace import TracedModel
-from ..module import PrunedGraphModule, _lookup
+from ..graph.copying import copy_module, lookup_attr
+from ..module import PrunedGraphModule
 
 
 class RewriteContext:
@@ -81,26 +82,6 @@ def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Ten
     return out
 
 
-def _copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
-    """A copy of ``old`` whose tensors are the new ones in ``memo``. A leaf layer (no children,
-    every tensor in the memo) is copied attribute by attribute, which is much cheaper than
-    ``deepcopy``; anything else goes through ``deepcopy`` with the memo."""
-    d = vars(old)
-    tensors = list(d["_parameters"].values()) + list(d["_buffers"].values())
-    if d["_modules"] or any(t is not None and id(t) not in memo for t in tensors):
-        return copy.deepcopy(old, memo)
-    new = object.__new__(type(old))
-    for k, v in d.items():
-        if k == "_parameters" or k == "_buffers":
-            v = {name: (None if t is None else memo[id(t)]) for name, t in v.items()}
-        elif isinstance(v, (dict, list, set)):
-            v = v.copy()
-        elif not isinstance(v, (int, float, str, bool, tuple, type(None), torch.dtype, torch.device)):
-            v = copy.deepcopy(v)
-        object.__setattr__(new, k, v)
-    return new
-
-
 def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
     new = fx.Graph()
     new._codegen = copy.deepcopy(graph._codegen)
@@ -124,7 +105,7 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                 old = submodule(gm, node.target)
                 memo = {id(t): memo_base[id(t)] for t in list(old.parameters()) + list(old.buffers())
                         if id(t) in memo_base}
-                new = _copy_module(old, memo)
+                new = copy_module(old, memo)
                 rule = registry.module_rule(old)
                 changed = any(memo[id(t)].shape != t.shape for t in list(old.parameters()) + list(old.buffers())
                               if id(t) in memo)
@@ -132,7 +113,7 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                     rule.update_module(new, old)
                 root[node.target] = new
             elif node.op == "get_attr":
-                value = _lookup(gm, node.target)
+                value = lookup_attr(gm, node.target)
                 root[node.target] = memo_base.get(id(value)) if id(value) in memo_base else copy.deepcopy(value)
     graphs = []
     for gm in gms:

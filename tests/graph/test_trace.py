@@ -110,3 +110,22 @@ def test_caller_flags_and_state_are_restored_after_compile():
     fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 3, 8, 8),))
     assert m.training and not m.odd.training and m.a.training
     assert_unchanged(m, before)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "googlenet", "vit_b_32"])
+def test_meta_and_real_shape_propagation_agree(name):
+    import torchvision
+
+    from fxprune.graph.trace import propagate_shapes
+
+    kwargs = {"init_weights": True} if name == "googlenet" else {}
+    tm = trace(torchvision.models.get_model(name, weights=None, **kwargs))
+    x = torch.randn(1, 3, 224, 224)
+    shapes = {}
+    for mode in ("real", "meta"):
+        for gm in tm.graph_modules:
+            propagate_shapes(gm, (x,), mode=mode)
+        shapes[mode] = [(n.name, str(torch.fx.node.map_aggregate(
+            n.meta.get("tensor_meta"), lambda m: (tuple(m.shape), m.dtype) if hasattr(m, "shape") else m)))
+            for gm in tm.graph_modules for n in gm.graph.nodes]
+    assert shapes["real"] == shapes["meta"]
