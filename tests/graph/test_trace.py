@@ -116,6 +116,7 @@ def test_caller_flags_and_state_are_restored_after_compile():
 def test_meta_and_real_shape_propagation_agree(name):
     import torchvision
 
+    from fxprune.graph.channels import map_meta
     from fxprune.graph.trace import propagate_shapes
 
     kwargs = {"init_weights": True} if name == "googlenet" else {}
@@ -125,7 +126,6 @@ def test_meta_and_real_shape_propagation_agree(name):
     for mode in ("real", "meta"):
         for gm in tm.graph_modules:
             propagate_shapes(gm, (x,), mode=mode)
-        shapes[mode] = [(n.name, str(torch.fx.node.map_aggregate(
-            n.meta.get("tensor_meta"), lambda m: (tuple(m.shape), m.dtype) if hasattr(m, "shape") else m)))
-            for gm in tm.graph_modules for n in gm.graph.nodes]
+        shapes[mode] = [(n.name, map_meta(n.meta.get("tensor_meta"), lambda m: (tuple(m.shape), m.dtype)))
+                        for gm in tm.graph_modules for n in gm.graph.nodes]
     assert shapes["real"] == shapes["meta"]
