@@ -112,7 +112,8 @@ def run_fxprune(name: str, sparsity: float = 0.5, scopes: tuple[str, ...] = ("lo
                 small = fxprune.compile(model, plan, example_inputs=(x,))
                 row["total_s"] = time.perf_counter() - t0
             rep = fxprune.report(small)
-            row.update(ok=True, max_abs_error=rep.max_abs_error, params_ratio=rep.params_ratio,
+            row.update(ok=True, max_abs_error=rep.max_abs_error, relative_error=rep.relative_error,
+                       params_ratio=rep.params_ratio,
                        macs_ratio=rep.macs_ratio, train_graph=rep.train_graph, barriers=len(rep.barriers),
                        auto_leaves=len(rep.auto_leaves), peak_extra_mb=round(mem["peak_extra_mb"], 1),
                        **{f"{k}_s": v for k, v in rep.seconds.items()})
@@ -193,12 +194,14 @@ def in_subprocess(tool: str, name: str, sparsity: float, timeout: float) -> list
     for line in res.stdout.splitlines():
         if line.startswith("@@ROWS "):
             return json.loads(line[7:])
-    return [{"model": name, "tool": tool, "ok": False, "error_type": f"exit {res.returncode}",
+    kind = "killed (SIGKILL)" if res.returncode == -9 else f"exit {res.returncode}"
+    return [{"model": name, "tool": tool, "ok": False, "error_type": kind,
              "error": (res.stderr.strip().splitlines() or [""])[-1][:300]}]
 
 
 # ---- report ---------------------------------------------------------------------------------------
-COLUMNS = ["model", "tool", "scope", "ok", "error_type", "error", "max_abs_error", "params_ratio", "macs_ratio",
+COLUMNS = ["model", "tool", "scope", "ok", "error_type", "error", "max_abs_error", "relative_error", "params_ratio",
+           "macs_ratio",
            "trace_s", "analyse_s", "score_s", "rewrite_s", "verify_s", "total_s", "compile_noverify_s", "cold_s",
            "eval_ok", "train_ok", "output_shape", "train_graph", "barriers", "auto_leaves", "peak_extra_mb",
            "weights_mb"]
@@ -216,7 +219,7 @@ def markdown(rows: list[dict], peer: str | None) -> str:
     for r in rows:
         by[(r["model"], r["tool"].split()[0], r.get("scope", "local"))] = r
     models = sorted({r["model"] for r in rows})
-    head = "| model | fxprune local: ok / max err / MACs / s | fxprune global: ok / MACs / s |"
+    head = "| model | fxprune local: ok / rel. err / MACs ratio / s | fxprune global: ok / MACs ratio / s |"
     sep = "|---|---|---|"
     if peer:
         head += " Torch-Pruning: ok / s / note |"
@@ -230,7 +233,8 @@ def markdown(rows: list[dict], peer: str | None) -> str:
                 return ""
             if not r["ok"]:
                 return f"FAIL {r.get('error_type', '')}: {r.get('error', '')[:60]}"
-            parts = ["ok"] + ([f"{r['max_abs_error']:.1e}"] if err else []) + [f"{r['macs_ratio']:.2f}", f"{r['total_s']:.2f}"]
+            parts = ["ok"] + ([f"{float(r['relative_error']):.1e}"] if err else []) + \
+                [f"{float(r['macs_ratio']):.2f}", f"{float(r['total_s']):.2f}"]
             return " / ".join(parts)
 
         line = f"| {m} | {fx(loc, True)} | {fx(glo, False)} |"

@@ -72,7 +72,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     console.print(f"groups: {len(rep.groups)} ({rep.prunable_groups} prunable, {pruned} pruned); "
                   f"barriers: {len(rep.barriers)}; auto-leaves: {len(rep.auto_leaves)}")
     if rep.max_abs_error is not None:
-        console.print(f"verification: max |pruned - masked dense| = {rep.max_abs_error:.3g}")
+        console.print(f"verification: max |pruned - masked dense| = {rep.max_abs_error:.3g} "
+                      f"(relative to max |output| {rep.relative_error:.2g})")
     else:
         console.print("verification: skipped (--no-verify)")
     for b in rep.barriers[:10]:

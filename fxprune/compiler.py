@@ -144,13 +144,13 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         id_kept = cg.id_kept(resolution.pruned_roots(cg))
         small = rewrite_pass(traced, cg, id_kept, registry)
         small.training = model.training
-    err = None
+    err = scale = None
     if verify:
         d_atol, d_rtol = default_tolerance(a.inputs)
         with timer.stage("verify"):
-            err = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
-                          d_rtol if rtol is None else rtol)
-    small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, plan or resolution.plan)
+            err, scale = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
+                                 d_rtol if rtol is None else rtol)
+    small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
     small.meta["fxprune.resolution"] = resolution
     return small
 
@@ -167,19 +167,20 @@ def default_tolerance(inputs: tuple[Any, ...]) -> tuple[float, float]:
 
 
 def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, inputs: tuple[Any, ...],
-            atol: float, rtol: float) -> float:
+            atol: float, rtol: float) -> tuple[float, float]:
     cls = type(small)
-    err = verify_pass(small, cls.forward_eval, small.graph, traced.eval_gm, insert_masks(traced.eval_gm, id_kept),
-                      inputs, id_kept, atol=atol, rtol=rtol, mode="eval")
+    err, scale = verify_pass(small, cls.forward_eval, small.graph, traced.eval_gm,
+                             insert_masks(traced.eval_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol, mode="eval")
     if traced.train_gm is not None:
-        err = max(err, verify_pass(small, cls.forward_train, small.train_graph, traced.train_gm,
-                                   insert_masks(traced.train_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol,
-                                   mode="train"))
-    return err
+        e2, s2 = verify_pass(small, cls.forward_train, small.train_graph, traced.train_gm,
+                             insert_masks(traced.train_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol,
+                             mode="train")
+        err, scale = max(err, e2), max(scale, s2)
+    return err, scale
 
 
 def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution: Resolution,
-            id_kept: np.ndarray, err: float | None, plan: Plan | None) -> Report:
+            id_kept: np.ndarray, err: float | None, scale: float | None, plan: Plan | None) -> Report:
     cg, gm = a.cg, a.traced.eval_gm
     groups = cg.groups()
     roots = cg.roots
@@ -214,6 +215,7 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         macs_after=count_macs(gm, shape_of=lambda n: pruned_shape(n, id_kept),
                               module_of=dict(small.named_modules()).__getitem__),
         groups=group_reports, barriers=list(barriers.values()), auto_leaves=dict(a.traced.auto_leaves),
-        seconds=dict(a.timer.seconds), max_abs_error=err, train_graph=a.traced.train_gm is not None,
+        seconds=dict(a.timer.seconds), max_abs_error=err, max_abs_reference=scale,
+        train_graph=a.traced.train_gm is not None,
         notes=notes, plan=plan.to_dict() if plan is not None else None,
     )

@@ -39,6 +39,7 @@ class Report:
     seconds: dict[str, float]
     max_abs_error: float | None
     train_graph: bool
+    max_abs_reference: float | None = None  # max |masked dense output|: the scale of max_abs_error
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None
 
@@ -49,6 +50,12 @@ class Report:
     @property
     def macs_ratio(self) -> float:
         return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def relative_error(self) -> float | None:
+        if self.max_abs_error is None:
+            return None
+        return self.max_abs_error / self.max_abs_reference if self.max_abs_reference else self.max_abs_error
 
     @property
     def prunable_groups(self) -> int:

@@ -83,8 +83,9 @@ def first_divergence(dense_gm: fx.GraphModule, masked_gm: fx.GraphModule, pruned
 
 def verify(pruned: torch.nn.Module, forward: Callable, graph: fx.Graph, dense_gm: fx.GraphModule,
            masked_gm: fx.GraphModule, inputs: Sequence[Any], id_kept: np.ndarray, *, atol: float, rtol: float,
-           mode: str = "eval") -> float:
-    """Max abs error of ``forward(pruned, *inputs)`` against the masked dense graph; raises
+           mode: str = "eval") -> tuple[float, float]:
+    """(max abs error, max |reference|) of ``forward(pruned, *inputs)`` against the masked dense
+    graph; raises
     VerificationError (naming the first diverging node) beyond ``atol + rtol * max|ref|``.
     Every module runs in eval mode, also for the train-mode graph (deterministic: only the
     graph structure differs)."""
@@ -93,7 +94,7 @@ def verify(pruned: torch.nn.Module, forward: Callable, graph: fx.Graph, dense_gm
         out = forward(pruned, *inputs)
         err, scale = compare(out, ref)
         if err <= atol + rtol * scale:
-            return err
+            return err, scale
         where = first_divergence(dense_gm, masked_gm, pruned, graph, inputs, id_kept, atol, rtol)
     if where is None:
         raise VerificationError(f"the pruned model ({mode} graph) differs from the masked dense model by {err:.3g} "
