@@ -98,12 +98,13 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
 
 
 def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
-            analysis: Analysis | None = None, calibration_data: Any = None, **trace_kwargs: Any) -> Resolution:
+            analysis: Analysis | None = None, calibration_data: Any = None, calibration_loss: Any = None,
+            **trace_kwargs: Any) -> Resolution:
     """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
     a = analysis or analyse(model, example_inputs, **trace_kwargs)
     with a.timer.stage("score"):
         return resolve_plan(plan or Plan(), a.cg, module_names=a.module_names, parameters=a.parameters,
-                            model=model, data=calibration_data)
+                            model=model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
 
 
 @contextmanager
@@ -124,19 +125,26 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             resolution: Resolution | None = None, verify: bool = True, atol: float | None = None,
             rtol: float | None = None,
             leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
-            calibration_data: Any = None, registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
+            calibration_data: Any = None, calibration_loss: Any = None,
+            registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
     """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
     smaller module. The caller's model is never modified.
 
     With ``verify`` (the default) the result is checked against the dense model with the pruned
     channels zeroed on the example inputs; beyond ``atol + rtol * max|ref|`` a
     ``VerificationError`` names the first diverging node. Default tolerances follow the dtype of
-    the example inputs (fp32: 1e-5 + 1e-4 * max|ref|; fp16 / bf16 / fp64 accordingly)."""
+    the example inputs (fp32: 1e-5 + 1e-4 * max|ref|; fp16 / bf16 / fp64 accordingly).
+
+    Criteria that read activations (``taylor``, ``zero_channel``, ``attention``) take
+    ``calibration_data``: an iterable of batches, each an input tensor or ``(inputs, targets)``;
+    ``calibration_loss(output, targets)`` overrides taylor's default loss (cross-entropy for
+    integer targets, MSE for float targets)."""
     if plan is not None and not isinstance(plan, Plan):
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
     a = analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args, registry=registry)
     if resolution is None:
-        resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data)
+        resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
+                             calibration_loss=calibration_loss)
     elif plan is not None:
         log.info("a resolution was given; the plan is only recorded")
     timer, cg, traced = a.timer, a.cg, a.traced

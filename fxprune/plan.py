@@ -26,8 +26,15 @@ class Plan:
     """What to prune and how much.
 
     sparsity: fraction of each group's channels to remove (``local``) or of all prunable
-        channels, ranked together (``global``); in [0, 1).
-    criterion: name of a registered importance criterion ("l1", "l2", "random", ...).
+        channels, ranked together (``global``); in [0, 1). The default (0.5) applies when no
+        budget is given.
+    flops: keep at most this fraction of the dense model's MACs (in (0, 1]); instead of sparsity.
+    params: keep at most this fraction of the dense model's parameters; instead of sparsity.
+    criterion: name of a registered importance criterion ("l1", "l2", "fpgm", "bn_scale",
+        "taylor", "random", "cpmc", "zero_channel", "attention", ...).
+    criterion_options: options of the criterion, e.g. ``{"reduction": "mean"}`` (how the
+        member weights of a group are combined: sum / mean / max) or CPMC's
+        ``{"weights": [1.0, 0.5, 0.5]}``; unknown options are an error.
     round_to: kept widths become multiples of this (rounded up, never above the dense width).
     min_channels: no group keeps fewer channels than this.
     ignore: qualified module names whose input and output channels are left alone (a container
@@ -36,7 +43,7 @@ class Plan:
     seed: seed of randomised criteria.
     """
 
-    sparsity: float = 0.5
+    sparsity: float | None = None
     criterion: str = "l1"
     scope: str = "local"
     round_to: int = 1
@@ -44,9 +51,24 @@ class Plan:
     ignore: Sequence[str] = ()
     overrides: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
+    flops: float | None = None
+    params: float | None = None
+    criterion_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_fraction("sparsity", self.sparsity)
+        given = [k for k in ("sparsity", "flops", "params") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise PlanError(f"give one of sparsity / flops / params, not {' and '.join(given)}")
+        if not given:
+            object.__setattr__(self, "sparsity", 0.5)
+        if self.sparsity is not None:
+            _check_fraction("sparsity", self.sparsity)
+        for budget in ("flops", "params"):
+            value = getattr(self, budget)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not 0.0 < value <= 1.0 or math.isnan(value)):
+                raise PlanError(f"{budget} is the fraction of the dense model's {budget} to keep, in (0, 1]; "
+                                f"got {value!r}")
         if self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
@@ -63,10 +85,21 @@ class Plan:
 
         if self.criterion not in CRITERIA:
             raise PlanError(f"unknown criterion {self.criterion!r}; registered: {sorted(CRITERIA)}")
+        object.__setattr__(self, "criterion_options", dict(self.criterion_options))
+        CRITERIA[self.criterion].check_options(self.criterion_options)
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """("flops" | "params", fraction to keep), or None for a plain sparsity plan."""
+        for name in ("flops", "params"):
+            if getattr(self, name) is not None:
+                return name, float(getattr(self, name))
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ignore"] = list(self.ignore)
+        d["criterion_options"] = dict(self.criterion_options)
         return d
 
     @classmethod

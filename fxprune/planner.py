@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .criteria import ScoringContext, score
+from .criteria import CRITERIA, CriterionSpec, ScoringContext, score_groups
 from .errors import PlanError
 from .graph.channels import FACTORS, ChannelGraph, Group, iter_factors
 from .plan import GroupChoice, Plan, Resolution
@@ -52,7 +52,7 @@ def choose(scores: np.ndarray, pinned: np.ndarray, k: int) -> list[int]:
 
 
 def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters: set[str],
-            model: Any = None, data: Any = None) -> Resolution:
+            model: Any = None, data: Any = None, gm: Any = None, loss_fn: Any = None) -> Resolution:
     check_names(plan, module_names)
     groups = cg.groups()
     pinned = {g.index: g.pinned.copy() for g in groups}
@@ -73,24 +73,168 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
                 log.warning("group %s gets several overrides; using the smallest sparsity", g.key)
             ratio[g.index] = min(value, ratio.get(g.index, value))
     active = [g for g in groups if not g.pinned.all()]
-    ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data)
-    scores = {}
-    for g in active:
-        s = score(plan.criterion, g, ctx)
-        if not np.isfinite(s).all():
-            raise PlanError(f"criterion {plan.criterion!r} gave non-finite scores for group {g.key} "
-                            f"(modules {g.producer_modules[:3]})")
-        scores[g.index] = s
-    counts: dict[int, int] = {}
-    if plan.scope == "global":
-        counts.update(_global_counts(plan, [g for g in active if g.index not in ratio], scores, pinned))
-    for g in active:
-        if g.index not in counts:
-            counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), ratio.get(g.index, plan.sparsity), plan)
-    keep = {g.index: choose(scores[g.index], pinned[g.index], counts[g.index]) for g in active}
+    spec = CRITERIA[plan.criterion]
+    ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data, gm=gm,
+                         options=plan.criterion_options, loss_fn=loss_fn)
+    scores = score_groups(plan.criterion, active, ctx)
+    if plan.budget is not None:
+        keep = _budget_keep(plan, cg, active, scores, pinned, ratio, ctx, spec)
+    else:
+        counts: dict[int, int] = {}
+        if plan.scope == "global":
+            counts.update(_global_counts(plan, [g for g in active if g.index not in ratio], scores, pinned, spec))
+        for g in active:
+            if g.index not in counts:
+                counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), ratio.get(g.index, plan.sparsity), plan)
+        keep = {g.index: choose(scores[g.index], pinned[g.index], counts[g.index]) for g in active}
     _keep_every_tensor_nonempty(cg, keep, scores)
     choices = {g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in active}
     return Resolution(choices, plan)
+
+
+# ------------------------------------------------------------------------------------------------
+# Budgets: keep at most a fraction of the dense MACs / parameters
+# ------------------------------------------------------------------------------------------------
+def _order(scores: np.ndarray, pinned: np.ndarray) -> np.ndarray:
+    """Classes in the order they are kept: pinned first, then by score (ties: lower index)."""
+    idx = np.arange(len(scores))
+    return idx[np.lexsort((idx, -scores, ~pinned))]
+
+
+def _budget_keep(plan: Plan, cg: ChannelGraph, active: list[Group], scores: dict[int, np.ndarray],
+                 pinned: dict[int, np.ndarray], ratio: dict[int, float], ctx: ScoringContext,
+                 spec: CriterionSpec) -> dict[int, list[int]]:
+    kind, fraction = plan.budget
+    model = ctx.cost_model("macs" if kind == "flops" else "params")
+    dense = model.dense
+    target = fraction * dense
+    fixed = {g.index: keep_count(g.size, int(pinned[g.index].sum()), ratio[g.index], plan)
+             for g in active if g.index in ratio}
+    free = [g for g in active if g.index not in ratio]
+    if plan.scope == "local":
+        keep = _local_budget(plan, cg, active, free, fixed, scores, pinned, model, target)
+    else:
+        keep = _global_budget(plan, cg, active, free, fixed, scores, pinned, model, target, ctx, spec)
+    achieved = model.evaluate(_keep_vector(cg, active, keep))
+    log.info("%s budget %.1f%%: %.4g of %.4g kept (%.2f%%)", kind, 100 * fraction, achieved, dense,
+             100 * achieved / dense)
+    return keep
+
+
+def _keep_vector(cg: ChannelGraph, groups: list[Group], keep: dict[int, list[int]]) -> np.ndarray:
+    vec = np.ones(cg.uf.n)
+    for g in groups:
+        dead = np.ones(g.size, dtype=bool)
+        dead[keep[g.index]] = False
+        vec[g.classes[dead]] = 0.0
+    return vec
+
+
+def _unreachable(plan: Plan, model: Any, floor: float, dense: float) -> PlanError:
+    kind, fraction = plan.budget
+    return PlanError(f"{kind}={fraction:g} cannot be reached: with every prunable group at its minimum width "
+                     f"(min_channels={plan.min_channels}, round_to={plan.round_to}, pinned channels) the model keeps "
+                     f"{floor / dense:.1%} of its {model.name}. Ask for at least {math.ceil(1000 * floor / dense) / 1000:g}, "
+                     "or unpin channels (see the report's barriers) / lower min_channels.")
+
+
+def _local_budget(plan, cg, active, free, fixed, scores, pinned, model, target) -> dict[int, list[int]]:
+    """One sparsity ratio for every free group: the smallest that meets the budget (bisection)."""
+    orders = {g.index: _order(scores[g.index], pinned[g.index]) for g in active}
+
+    def keep_at(r: float) -> dict[int, list[int]]:
+        counts = dict(fixed)
+        for g in free:
+            counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), r, plan)
+        return {g.index: sorted(orders[g.index][:counts[g.index]].tolist()) for g in active}
+
+    def cost(r: float) -> float:
+        return model.evaluate(_keep_vector(cg, active, keep_at(r)))
+
+    hi = 1.0 - 1e-9
+    if cost(hi) > target:
+        raise _unreachable(plan, model, cost(hi), model.dense)
+    lo = 0.0
+    if cost(lo) <= target:
+        return keep_at(lo)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if cost(mid) <= target else (mid, hi)
+    return keep_at(hi)
+
+
+def _global_budget(plan, cg, active, free, fixed, scores, pinned, model, target, ctx, spec) -> dict[int, list[int]]:
+    """Global ranking under a budget, in steps: remove the lowest-ranked channels until the
+    estimated saving (the cost model's gradient at the current widths) covers half of what is
+    still over budget, re-evaluate the exact cost (round_to applied), rescore cost-aware
+    criteria, repeat. Each step removes at least one channel; the result is at or just under the
+    target."""
+    removed = {g.index: np.zeros(g.size, dtype=bool) for g in free}
+    floor = {g.index: max(plan.min_channels, int(pinned[g.index].sum()), 1) for g in free}
+    fixed_keep = {g.index: sorted(_order(scores[g.index], pinned[g.index])[:fixed[g.index]].tolist())
+                  for g in active if g.index in fixed}
+
+    def current(sc: dict[int, np.ndarray]) -> dict[int, list[int]]:
+        keep = dict(fixed_keep)
+        for g in free:
+            alive = ~removed[g.index]
+            n = int(alive.sum())
+            k = min(g.size, -(-max(n, floor[g.index]) // plan.round_to) * plan.round_to)
+            if k > n:  # round_to / floors: give back the best removed channels
+                back = np.nonzero(~alive)[0]
+                back = back[np.lexsort((back, -sc[g.index][back]))][:k - n]
+                alive = alive.copy()
+                alive[back] = True
+            keep[g.index] = np.nonzero(alive)[0].tolist()
+        return keep
+
+    def normalised(sc: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        if spec.comparable:
+            return sc
+        out = {}
+        for g in free:
+            s, p = sc[g.index], pinned[g.index]
+            mean = s[~p].mean() if (~p).any() else 1.0
+            out[g.index] = s / mean if mean > 0 else np.ones_like(s)
+        return out
+
+    rank = normalised(scores)
+    for step in range(100_000):
+        keep = current(scores)
+        vec = _keep_vector(cg, active, keep)
+        cur = model.evaluate(vec)
+        if cur <= target:
+            return keep
+        if step and spec.cost_aware:
+            ctx.keep = vec
+            scores = {**scores, **score_groups(plan.criterion, free, ctx)}
+            rank = normalised(scores)
+        marginal = model.marginal(vec)
+        cand_s, cand_g, cand_c = [], [], []
+        for g in free:
+            ok = np.nonzero(~removed[g.index] & ~pinned[g.index])[0]
+            cand_s.append(rank[g.index][ok])
+            cand_g.append(np.full(len(ok), g.index))
+            cand_c.append(ok)
+        if not cand_s:
+            raise _unreachable(plan, model, cur, model.dense)
+        s, gi, ci = np.concatenate(cand_s), np.concatenate(cand_g), np.concatenate(cand_c)
+        room = {g.index: int((~removed[g.index]).sum()) - floor[g.index] for g in free}
+        by_index = {g.index: g for g in free}
+        want, saved, taken = 0.5 * (cur - target), 0.0, 0
+        for i in np.lexsort((ci, gi, s)):
+            g = int(gi[i])
+            if room[g] <= 0:
+                continue
+            removed[g][ci[i]] = True
+            room[g] -= 1
+            taken += 1
+            saved += float(marginal[by_index[g].classes[ci[i]]])
+            if saved >= want:
+                break
+        if taken == 0:
+            raise _unreachable(plan, model, cur, model.dense)
+    raise AssertionError("budget search did not converge")
 
 
 def _keep_every_tensor_nonempty(cg: ChannelGraph, keep: dict[int, list[int]], scores: dict[int, np.ndarray]) -> None:
@@ -125,32 +269,42 @@ def _matches_any(modules: list[str], name: str) -> bool:
     return any(_matches(m, [name]) for m in modules)
 
 
-def _global_counts(plan: Plan, groups: list[Group], scores: dict[int, np.ndarray],
-                   pinned: dict[int, np.ndarray]) -> dict[int, int]:
-    """One ranking across groups. Scores are divided by their group's mean so that layers with
-    larger weights do not dominate: a channel goes when it is weak relative to its own layer."""
-    if not groups:
-        return {}
-    total = sum(g.size for g in groups)
-    target = math.floor(plan.sparsity * total + 1e-9)
-    norm, gid, floor = [], [], {}
-    for g in groups:
-        s, p = scores[g.index], pinned[g.index]
-        mean = s[~p].mean() if (~p).any() else 1.0
-        s = s / mean if mean > 0 else np.ones_like(s)
+def global_removals(scores: list[np.ndarray], pinned: list[np.ndarray], floors: list[int], sparsity: float,
+                    comparable: bool) -> list[int]:
+    """How many channels each layer loses when all are ranked together and ``sparsity`` of the
+    total goes. Scores are divided by their layer's mean (unless ``comparable``) so that layers
+    with larger weights do not dominate: a channel goes when it is weak relative to its own
+    layer. No layer drops below its floor; ties go to the earlier layer."""
+    target = math.floor(sparsity * sum(len(s) for s in scores) + 1e-9)
+    norm, owner = [], []
+    for i, (s, p) in enumerate(zip(scores, pinned)):
+        if not comparable:
+            mean = s[~p].mean() if (~p).any() else 1.0
+            s = s / mean if mean > 0 else np.ones_like(s)
         norm.append(s[~p])
-        gid.append(np.full(int((~p).sum()), g.index))
-        floor[g.index] = max(plan.min_channels, int(p.sum()), 1)
-    flat, owner = np.concatenate(norm), np.concatenate(gid)
-    removed = {g.index: 0 for g in groups}
-    size = {g.index: g.size for g in groups}
+        owner.append(np.full(int((~p).sum()), i))
+    if not norm:
+        return []
+    flat, owner_flat = np.concatenate(norm), np.concatenate(owner)
+    removed = [0] * len(scores)
     done = 0
     for i in np.argsort(flat, kind="stable"):
         if done >= target:
             break
-        g = int(owner[i])
-        if size[g] - removed[g] - 1 >= floor[g]:
+        g = int(owner_flat[i])
+        if len(scores[g]) - removed[g] - 1 >= floors[g]:
             removed[g] += 1
             done += 1
-    return {g.index: keep_count(g.size, int(pinned[g.index].sum()), removed[g.index] / g.size, plan)
-            for g in groups}
+    return removed
+
+
+def _global_counts(plan: Plan, groups: list[Group], scores: dict[int, np.ndarray],
+                   pinned: dict[int, np.ndarray], spec: CriterionSpec) -> dict[int, int]:
+    """Kept widths under one ranking across groups (``global_removals``), rounded by the plan."""
+    if not groups:
+        return {}
+    removed = global_removals([scores[g.index] for g in groups], [pinned[g.index] for g in groups],
+                              [max(plan.min_channels, int(pinned[g.index].sum()), 1) for g in groups],
+                              plan.sparsity, spec.comparable)
+    return {g.index: keep_count(g.size, int(pinned[g.index].sum()), r / g.size, plan)
+            for g, r in zip(groups, removed)}

@@ -31,3 +31,12 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     res = subprocess.run([sys.executable, "-m", "fxprune.cli", "prune", "--model", "nope:x", "--out", str(tmp_path)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "model spec" in res.stdout
+
+
+def test_prune_to_a_flops_budget_with_a_data_criterion(tmp_path, capsys):
+    rc = main(["prune", "--model", "cifar:resnet20", "--flops", "0.5", "--scope", "global", "--criterion", "taylor",
+               "--data", "digits", "--batches", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert 0.49 <= report["macs_after"] / report["macs_before"] <= 0.5
+    assert fxprune.Plan.from_json(tmp_path / "plan.json").flops == 0.5

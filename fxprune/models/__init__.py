@@ -1,4 +1,4 @@
-"""Model specs resolved in one place: ``torchvision:resnet50`` (more zoos join here).
+"""Model specs resolved in one place: ``torchvision:resnet50``, ``cifar:resnet56``.
 
 Weights are never downloaded: torchvision models are built with ``weights=None``; pass a local
 state-dict file to load trained weights.
@@ -36,6 +36,15 @@ def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     size = 299 if name == "inception_v3" else 224
     return model, (1, 3, size, size)
+
+
+@register_zoo("cifar")
+def _cifar(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    from .cifar import MODELS
+
+    if name not in MODELS:
+        raise PlanError(f"no CIFAR model {name!r}; available: {sorted(MODELS)}")
+    return MODELS[name](), (1, 3, 32, 32)
 
 
 def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:

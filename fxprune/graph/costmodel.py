@@ -1,0 +1,192 @@
+"""MACs and parameter counts as functions of which channels are kept, read off the channel graph.
+
+Every cost term of the network is ``base * prod_a fraction_a(keep)``: a conv's MACs are its dense
+MACs times the kept fraction of each channel axis of its weight (output rows, input columns per
+group; a depthwise conv has only its output axis), a matmul's are scaled by the kept fractions of
+its output channel axes and of its contracted axis, a parameter's size by the kept fraction of
+each of its channel axes. ``fraction_a`` is the mean of ``keep`` over the axis' channel ids, so
+repeated ids (a flatten feeding a linear layer) weigh by how often they occur.
+
+``keep`` is a vector over union-find ids (only class roots are read): 1.0 kept, 0.0 pruned, or
+anything in between (the relaxed indicators of differentiable search). The model is exact for 0/1
+vectors — tested against ``count_macs`` and ``count_params`` of the physically pruned model — and
+multilinear, so its gradient is the cost a channel's removal saves at the current widths.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .channels import FACTORS, ChannelGraph, node_shape, submodule
+from .cost import _measured_macs, node_macs
+from .factors import Factor, factor_on
+
+_CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                nn.Linear)
+_MATMUL = {torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm"}
+_ADDMM = {torch.addmm, torch.baddbmm, "addmm", "baddbmm"}
+_FUNCTIONAL_WEIGHT = {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d}
+
+
+class CostModel:
+    """``constant + sum_t base_t * prod_{a in t} mean(keep[ids_a])``."""
+
+    def __init__(self, cg: ChannelGraph, terms: Iterable[tuple[float, Sequence[np.ndarray]]], constant: float,
+                 name: str):
+        self.name, self.n = name, cg.uf.n
+        prunable = np.zeros(cg.uf.n, dtype=bool)
+        for g in cg.groups():
+            prunable[g.classes[~g.pinned]] = True
+        roots = cg.roots
+        axis_ids: list[np.ndarray] = []
+        axis_index: dict[tuple[int, int], int] = {}  # (id of array, size) -> axis (shared arrays once)
+        bases: list[float] = []
+        rows: list[list[int]] = []
+        for base, axes in terms:
+            if base == 0:
+                continue
+            row = []
+            for ids in axes:
+                r = roots[np.asarray(ids).ravel()]
+                if not prunable[r].any():
+                    continue  # this axis can never shrink
+                key = (id(ids), r.size)
+                if key not in axis_index:
+                    axis_index[key] = len(axis_ids)
+                    axis_ids.append(r)
+                row.append(axis_index[key])
+            if row:
+                bases.append(float(base))
+                rows.append(row)
+            else:
+                constant += base
+        self.constant = float(constant)
+        n_axes = len(axis_ids)
+        width = max((len(r) for r in rows), default=1)
+        table = np.full((len(rows), width), n_axes, dtype=np.int64)  # padding -> the constant axis
+        for i, r in enumerate(rows):
+            table[i, :len(r)] = r
+        flat = np.concatenate(axis_ids) if axis_ids else np.zeros(0, dtype=np.int64)
+        self._flat = torch.from_numpy(flat)
+        self._seg = torch.from_numpy(np.repeat(np.arange(n_axes), [len(a) for a in axis_ids]))
+        self._len = torch.tensor([len(a) for a in axis_ids] + [1], dtype=torch.float64)
+        self._table = torch.from_numpy(table)
+        self._base = torch.tensor(bases, dtype=torch.float64)
+        self.n_axes = n_axes
+
+    @property
+    def dense(self) -> float:
+        return float(self(torch.ones(self.n, dtype=torch.float64)))
+
+    def __call__(self, keep: torch.Tensor) -> torch.Tensor:
+        """Cost at ``keep`` (a tensor over ids; differentiable, any float dtype/device)."""
+        dtype, dev = keep.dtype, keep.device
+        sums = torch.zeros(self.n_axes + 1, dtype=dtype, device=dev)
+        sums = sums.index_add(0, self._seg.to(dev), keep[self._flat.to(dev)])
+        sums = sums + torch.nn.functional.one_hot(torch.tensor(self.n_axes, device=dev),
+                                                  self.n_axes + 1).to(dtype)
+        frac = sums / self._len.to(dev, dtype)
+        return self.constant + (self._base.to(dev, dtype) * frac[self._table.to(dev)].prod(1)).sum()
+
+    def evaluate(self, keep: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(self(torch.as_tensor(keep, dtype=torch.float64)))
+
+    def marginal(self, keep: np.ndarray) -> np.ndarray:
+        """d cost / d keep at ``keep``: what removing each channel saves at the current widths."""
+        k = torch.as_tensor(keep, dtype=torch.float64).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self(k), k)
+        return grad.numpy()
+
+
+def _tensor_axes(factors) -> list[np.ndarray]:
+    return [f.ids for f in factors] if isinstance(factors, tuple) else []
+
+
+def _factors(x) -> tuple[Factor, ...]:
+    f = x.meta.get(FACTORS) if isinstance(x, fx.Node) else None
+    return f if isinstance(f, tuple) else ()
+
+
+def _contracted(x, axis: int = -1) -> list[np.ndarray]:
+    shape = node_shape(x)
+    if shape is None:
+        return []
+    f = factor_on(_factors(x), axis % len(shape))
+    return [f.ids] if f is not None else []
+
+
+def macs_model(cg: ChannelGraph, gm: fx.GraphModule) -> CostModel:
+    """MACs of one forward of ``gm`` (the eval-mode graph) as a function of kept channels."""
+    from .rules import REGISTRY
+
+    terms: list[tuple[float, list[np.ndarray]]] = []
+    constant = 0.0
+    module_of = lambda target: submodule(gm, target)  # noqa: E731
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        base = node_macs(node, node_shape, module_of)
+        if base == 0:
+            if REGISTRY.lookup(gm, node) is None:
+                constant += _measured_macs(node, node_shape, module_of)  # no formula: counted as fixed
+            continue
+        t = node.target
+        if node.op == "call_module":
+            m = module_of(t)
+            if isinstance(m, _CONV_LINEAR):
+                name = cg.canonical(f"{t}.weight")
+                axes = [cg.param_axes[(name, a)] for a in range(m.weight.ndim) if (name, a) in cg.param_axes]
+                terms.append((base, axes))
+            else:  # attention modules: their channels are pinned by their rule
+                constant += base
+        elif t in _FUNCTIONAL_WEIGHT:
+            w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+            terms.append((base, _tensor_axes(_factors(w))))
+        elif t in _MATMUL:
+            terms.append((base, _tensor_axes(_factors(node)) + _contracted(node.args[0])))
+        elif t in _ADDMM:
+            terms.append((base, _tensor_axes(_factors(node)) + _contracted(node.args[1])))
+        elif t is F.scaled_dot_product_attention:
+            q = node.args[0] if node.args else node.kwargs["query"]
+            v = node.args[2] if len(node.args) > 2 else node.kwargs["value"]
+            qs, vs = node_shape(q), node_shape(v)
+            batch = int(np.prod(qs[:-2]))
+            s = node_shape(node.args[1] if len(node.args) > 1 else node.kwargs["key"])[-2]
+            terms.append((batch * qs[-2] * s * qs[-1], _tensor_axes(_factors(q))))
+            terms.append((batch * qs[-2] * s * vs[-1], _tensor_axes(_factors(v))))
+        elif t is torch.einsum:
+            ops = node.args[1:]
+            if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+                ops = ops[0]
+            axes = _tensor_axes(_factors(node))
+            out_roots = {int(r) for a in axes for r in np.unique(cg.roots[a])}
+            for op in ops:
+                for f in _factors(op):
+                    if not set(np.unique(cg.roots[f.ids]).tolist()) & out_roots:
+                        axes.append(f.ids)
+                break  # contracted channels read off the first operand
+            terms.append((base, axes))
+        else:
+            constant += base
+    return CostModel(cg, terms, constant, "macs")
+
+
+def params_model(cg: ChannelGraph, model: nn.Module) -> CostModel:
+    """Parameter count of ``model`` as a function of kept channels (parameters outside the traced
+    graphs are a constant)."""
+    terms = []
+    seen = 0
+    for name, t in cg.tensors.items():
+        if not isinstance(t, nn.Parameter):
+            continue
+        seen += t.numel()
+        terms.append((t.numel(), [cg.param_axes[(name, a)] for a in range(t.ndim) if (name, a) in cg.param_axes]))
+    total = sum(p.numel() for p in model.parameters())
+    return CostModel(cg, terms, max(total - seen, 0), "params")

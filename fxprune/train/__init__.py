@@ -1,0 +1,9 @@
+"""A small reference training loop (SGD + cosine schedule), used by examples and benchmarks.
+
+Training-time pruning methods plug into any loop; this one is here so that the benchmarks and
+examples do not each write their own.
+"""
+
+from .loop import accuracy, fit
+
+__all__ = ["accuracy", "fit"]

@@ -1,0 +1,64 @@
+"""FLOPs and parameter budgets: global ranking lands within 1% of the request."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import fxprune
+from fxprune import Plan
+from tests.conftest import randomize
+
+X = torch.randn(1, 3, 128, 128)  # MAC ratios barely depend on the input size
+MODELS = {"resnet50": torchvision.models.resnet50, "densenet121": torchvision.models.densenet121,
+          "mobilenet_v2": torchvision.models.mobilenet_v2}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    torch.manual_seed(0)
+    return request.param, randomize(MODELS[request.param]()).eval()
+
+
+@pytest.mark.parametrize("criterion", ["l1", "cpmc"])
+def test_flops_budget_within_one_percent(model, criterion):
+    name, m = model
+    r = fxprune.compile(m, Plan(flops=0.5, criterion=criterion, scope="global"), X, verify=False).meta["fxprune.report"]
+    ratio = r.macs_after / r.macs_before
+    assert 0.495 <= ratio <= 0.5, (name, criterion, ratio)
+
+
+def test_params_budget_and_round_to_min_channels(model):
+    name, m = model
+    small = fxprune.compile(m, Plan(params=0.5, scope="global", round_to=8, min_channels=16), X, verify=False)
+    r = small.meta["fxprune.report"]
+    assert 0.49 <= r.params_after / r.params_before <= 0.5, name
+    for g in r.groups:
+        if g.after != g.before:
+            assert g.after % 8 == 0 and g.after >= 16, g
+
+
+def test_local_flops_budget_meets_the_target():
+    m = randomize(torchvision.models.resnet18()).eval()
+    r = fxprune.compile(m, Plan(flops=0.4), torch.randn(1, 3, 64, 64), verify=False).meta["fxprune.report"]
+    assert 0.38 <= r.macs_after / r.macs_before <= 0.4
+
+
+def test_unreachable_budget_names_the_floor():
+    m = randomize(torchvision.models.resnet18()).eval()
+    with pytest.raises(fxprune.PlanError, match="cannot be reached.*keeps"):
+        fxprune.resolve(m, Plan(flops=0.001, scope="global"), torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("bad", [dict(sparsity=0.3, flops=0.5), dict(flops=0.0), dict(flops=1.5), dict(params=-1),
+                                 dict(flops=True)])
+def test_invalid_budgets(bad):
+    with pytest.raises(fxprune.PlanError):
+        Plan(**bad)
+
+
+def test_budget_plan_round_trips_json():
+    plan = Plan(flops=0.4, criterion="cpmc", criterion_options={"weights": [1.0, 0.2, 0.1]}, scope="global")
+    assert Plan.from_json(plan.to_json()) == plan
+    assert Plan().sparsity == 0.5 and Plan(params=0.3).sparsity is None
