@@ -65,7 +65,7 @@ def fit(model: nn.Module, loader: Iterable[Any], *, epochs: int, lr: float = 0.1
                 opt.step()
                 if after_step is not None:
                     after_step(model)
-                loss_sum += float(loss) * len(y)
+                loss_sum += loss.item() * len(y)
                 correct += int((out.argmax(1) == y).sum())
                 seen += len(y)
                 step += 1
