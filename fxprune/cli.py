@@ -46,7 +46,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
                 ignore=args.ignore or (), seed=args.seed, **budget)
     data = _calibration(args.data, shape, args.batches, args.seed)
     what = ", ".join(f"{k}={v:g}" for k, v in budget.items())
-    with console.status(f"compiling {args.model} at {what} ({args.criterion}, {args.scope})"):
+    with console.status(f"compiling {args.model} at {what} ({args.criterion}, {plan.scope})"):
         t0 = time.perf_counter()
         small = fx_compile(model, plan, example_inputs=(x,), verify=not args.no_verify, calibration_data=data)
         total = time.perf_counter() - t0
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", choices=["none", "digits"], default="none",
                     help="calibration data for data-driven criteria (taylor, zero_channel, attention)")
     pr.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
-    pr.add_argument("--scope", choices=["local", "global"], default="local")
+    pr.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
     pr.add_argument("--round-to", type=int, default=1)
     pr.add_argument("--min-channels", type=int, default=1)
     pr.add_argument("--ignore", nargs="*", help="module names to leave alone")

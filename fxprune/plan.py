@@ -32,6 +32,9 @@ class Plan:
     params: keep at most this fraction of the dense model's parameters; instead of sparsity.
     criterion: name of a registered importance criterion ("l1", "l2", "fpgm", "bn_scale",
         "taylor", "random", "cpmc", "zero_channel", "attention", ...).
+    scope: "local" (the same fraction per group) or "global" (one ranking across groups);
+        default: the criterion's own (global for cpmc, which is defined by global ranking;
+        local for the others).
     criterion_options: options of the criterion, e.g. ``{"reduction": "mean"}`` (how the
         member weights of a group are combined: sum / mean / max) or CPMC's
         ``{"weights": [1.0, 0.5, 0.5]}``; unknown options are an error.
@@ -45,7 +48,7 @@ class Plan:
 
     sparsity: float | None = None
     criterion: str = "l1"
-    scope: str = "local"
+    scope: str | None = None
     round_to: int = 1
     min_channels: int = 1
     ignore: Sequence[str] = ()
@@ -69,7 +72,7 @@ class Plan:
                                       or not 0.0 < value <= 1.0 or math.isnan(value)):
                 raise PlanError(f"{budget} is the fraction of the dense model's {budget} to keep, in (0, 1]; "
                                 f"got {value!r}")
-        if self.scope not in SCOPES:
+        if self.scope is not None and self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PlanError(f"round_to must be a positive integer, got {self.round_to!r}")
@@ -87,6 +90,8 @@ class Plan:
             raise PlanError(f"unknown criterion {self.criterion!r}; registered: {sorted(CRITERIA)}")
         object.__setattr__(self, "criterion_options", dict(self.criterion_options))
         CRITERIA[self.criterion].check_options(self.criterion_options)
+        if self.scope is None:
+            object.__setattr__(self, "scope", CRITERIA[self.criterion].default_scope)
 
     @property
     def budget(self) -> tuple[str, float] | None:

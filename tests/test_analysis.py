@@ -113,3 +113,31 @@ def test_cli_analyze_writes_json_and_pngs(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "analysis.json").exists() and (tmp_path / "similarity.png").exists()
     assert "l1~l2" in capsys.readouterr().out
+
+
+def test_cifar10_folder_reader(tmp_path):
+    import pickle
+
+    from fxprune.data import cifar10
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 4))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    train, test = cifar10(tmp_path)
+    assert len(train) == 20 and len(test) == 4 and train[0][0].shape == (3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="does not download"):
+        cifar10(tmp_path / "nowhere")
+
+
+def test_digits_split_is_fixed_and_stratified():
+    from fxprune.data import digits
+
+    a, b = digits(), digits()
+    assert torch.equal(a.test.tensors[1], b.test.tensors[1])
+    assert (len(a.train), len(a.val), len(a.test)) == (1078, 359, 360)
+    counts = torch.bincount(a.test.tensors[1], minlength=10)
+    assert counts.min() >= 34  # every class present in proportion

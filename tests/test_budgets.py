@@ -62,3 +62,9 @@ def test_budget_plan_round_trips_json():
     plan = Plan(flops=0.4, criterion="cpmc", criterion_options={"weights": [1.0, 0.2, 0.1]}, scope="global")
     assert Plan.from_json(plan.to_json()) == plan
     assert Plan().sparsity == 0.5 and Plan(params=0.3).sparsity is None
+
+
+def test_cpmc_ranks_globally_by_default():
+    assert Plan(criterion="cpmc", flops=0.5).scope == "global"
+    assert Plan(criterion="l1").scope == "local"
+    assert Plan(criterion="cpmc", scope="local").scope == "local"

@@ -42,6 +42,7 @@ class CriterionSpec:
     cost_aware: scores depend on the current widths (``ctx.keep``); a budget search rescores
         after every step.
     needs_data: requires ``calibration_data``.
+    default_scope: the plan scope when the plan names none.
     """
 
     name: str
@@ -51,6 +52,7 @@ class CriterionSpec:
     cost_aware: bool = False
     needs_data: bool = False
     options: tuple[str, ...] = ("reduction",)
+    default_scope: str = "local"
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         unknown = set(options) - set(self.options)
@@ -65,9 +67,10 @@ CRITERIA: dict[str, CriterionSpec] = {}
 
 
 def register_criterion(name: str, *, network: bool = False, comparable: bool = False, cost_aware: bool = False,
-                       needs_data: bool = False, options: tuple[str, ...] = ("reduction",)) -> Callable:
+                       needs_data: bool = False, options: tuple[str, ...] = ("reduction",),
+                       default_scope: str = "local") -> Callable:
     def deco(fn: Callable) -> Callable:
-        CRITERIA[name] = CriterionSpec(name, fn, network, comparable, cost_aware, needs_data, options)
+        CRITERIA[name] = CriterionSpec(name, fn, network, comparable, cost_aware, needs_data, options, default_scope)
         return fn
 
     return deco

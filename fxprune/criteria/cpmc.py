@@ -53,7 +53,8 @@ def aspects(groups: list[Group], ctx: ScoringContext) -> tuple[dict[int, np.ndar
     return value, cost, size
 
 
-@register_criterion("cpmc", network=True, comparable=True, cost_aware=True, options=("reduction", "weights"))
+@register_criterion("cpmc", network=True, comparable=True, cost_aware=True, options=("reduction", "weights"),
+                    default_scope="global")
 def cpmc(groups: list[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
     weights = ctx.options.get("weights", DEFAULT_WEIGHTS)
     if len(weights) != 3 or any(not isinstance(w, (int, float)) or w < 0 for w in weights):
