@@ -40,6 +40,9 @@ class Plan:
         ``{"weights": [1.0, 0.5, 0.5]}``; unknown options are an error.
     round_to: kept widths become multiples of this (rounded up, never above the dense width).
     min_channels: no group keeps fewer channels than this.
+    max_sparsity: no group loses more than this fraction of its channels (default 0.9): global
+        ranking and budgets would otherwise empty whole layers whose channels all rank low
+        (cost-aware criteria do that to expensive layers), leaving 1-channel bottlenecks.
     ignore: qualified module names whose input and output channels are left alone (a container
         name covers every layer inside it).
     overrides: qualified module name -> sparsity for the groups that module produces.
@@ -51,6 +54,7 @@ class Plan:
     scope: str | None = None
     round_to: int = 1
     min_channels: int = 1
+    max_sparsity: float = 0.9
     ignore: Sequence[str] = ()
     overrides: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
@@ -78,6 +82,13 @@ class Plan:
             raise PlanError(f"round_to must be a positive integer, got {self.round_to!r}")
         if not isinstance(self.min_channels, int) or self.min_channels < 1:
             raise PlanError(f"min_channels must be a positive integer, got {self.min_channels!r}")
+        if not isinstance(self.max_sparsity, (int, float)) or isinstance(self.max_sparsity, bool) \
+                or not 0.0 < self.max_sparsity <= 1.0:
+            raise PlanError(f"max_sparsity must be in (0, 1], got {self.max_sparsity!r}")
+        for what, value in [("sparsity", self.sparsity), *((f"overrides[{k!r}]", v) for k, v in self.overrides.items())]:
+            if isinstance(value, (int, float)) and value > self.max_sparsity:
+                raise PlanError(f"{what}={value:g} exceeds max_sparsity={self.max_sparsity:g}; raise max_sparsity "
+                                "to prune groups that far")
         if isinstance(self.ignore, str):
             raise PlanError("ignore takes a list of module names, not a single string")
         object.__setattr__(self, "ignore", tuple(self.ignore))
