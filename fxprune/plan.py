@@ -40,9 +40,10 @@ class Plan:
         ``{"weights": [1.0, 0.5, 0.5]}``; unknown options are an error.
     round_to: kept widths become multiples of this (rounded up, never above the dense width).
     min_channels: no group keeps fewer channels than this.
-    max_sparsity: no group loses more than this fraction of its channels (default 0.9): global
-        ranking and budgets would otherwise empty whole layers whose channels all rank low
-        (cost-aware criteria do that to expensive layers), leaving 1-channel bottlenecks.
+    max_sparsity: under global ranking and budgets, no group loses more than this fraction of
+        its channels (default 0.9): they would otherwise empty whole layers whose channels all
+        rank low (cost-aware criteria do that to expensive layers), leaving 1-channel
+        bottlenecks. Local ``sparsity`` and ``overrides`` apply as given.
     ignore: qualified module names whose input and output channels are left alone (a container
         name covers every layer inside it).
     overrides: qualified module name -> sparsity for the groups that module produces.
@@ -85,10 +86,6 @@ class Plan:
         if not isinstance(self.max_sparsity, (int, float)) or isinstance(self.max_sparsity, bool) \
                 or not 0.0 < self.max_sparsity <= 1.0:
             raise PlanError(f"max_sparsity must be in (0, 1], got {self.max_sparsity!r}")
-        for what, value in [("sparsity", self.sparsity), *((f"overrides[{k!r}]", v) for k, v in self.overrides.items())]:
-            if isinstance(value, (int, float)) and value > self.max_sparsity:
-                raise PlanError(f"{what}={value:g} exceeds max_sparsity={self.max_sparsity:g}; raise max_sparsity "
-                                "to prune groups that far")
         if isinstance(self.ignore, str):
             raise PlanError("ignore takes a list of module names, not a single string")
         object.__setattr__(self, "ignore", tuple(self.ignore))
@@ -103,6 +100,9 @@ class Plan:
         CRITERIA[self.criterion].check_options(self.criterion_options)
         if self.scope is None:
             object.__setattr__(self, "scope", CRITERIA[self.criterion].default_scope)
+        if self.scope == "global" and self.sparsity is not None and self.sparsity > self.max_sparsity:
+            raise PlanError(f"global sparsity {self.sparsity:g} exceeds max_sparsity={self.max_sparsity:g} (no group may "
+                            "lose more than that); raise max_sparsity")
 
     @property
     def budget(self) -> tuple[str, float] | None:

@@ -35,16 +35,17 @@ def check_names(plan: Plan, module_names: set[str]) -> None:
                 raise PlanError(f"{kind} names `{name}`, which is not a module of this model.{hint}")
 
 
-def floor_count(size: int, n_pinned: int, plan: Plan) -> int:
-    """The fewest channels a group of ``size`` may keep: min_channels, its pinned channels, and
-    what max_sparsity leaves (never more than the group)."""
-    return min(size, max(plan.min_channels, n_pinned, 1, math.ceil((1.0 - plan.max_sparsity) * size - 1e-9)))
+def floor_count(size: int, n_pinned: int, plan: Plan, *, capped: bool = True) -> int:
+    """The fewest channels a group of ``size`` may keep: min_channels, its pinned channels and,
+    when ``capped`` (global ranking, budgets), what max_sparsity leaves; never more than the group."""
+    cap = math.ceil((1.0 - plan.max_sparsity) * size - 1e-9) if capped else 0
+    return min(size, max(plan.min_channels, n_pinned, 1, cap))
 
 
 def keep_count(size: int, n_pinned: int, ratio: float, plan: Plan) -> int:
-    """Channels a group of ``size`` keeps at ``ratio`` sparsity, honouring the floor
-    (``floor_count``) and round_to (rounded up, capped at the dense width)."""
-    k = max(size - math.floor(ratio * size + 1e-9), floor_count(size, n_pinned, plan))
+    """Channels a group of ``size`` keeps at ``ratio`` sparsity, honouring min_channels, the
+    pinned channels and round_to (rounded up, capped at the dense width)."""
+    k = max(size - math.floor(ratio * size + 1e-9), floor_count(size, n_pinned, plan, capped=False))
     return min(size, -(-k // plan.round_to) * plan.round_to)
 
 

@@ -82,7 +82,8 @@ def test_max_sparsity_keeps_every_layer_alive_under_cost_aware_ranking():
     assert all(g.after >= 0.5 * g.before for g in r2.groups)
     assert 0.495 <= r2.macs_after / r2.macs_before <= 0.5
     with pytest.raises(fxprune.PlanError, match="exceeds max_sparsity"):
-        Plan(sparsity=0.95)
+        Plan(sparsity=0.95, scope="global")
+    assert Plan(sparsity=0.95).sparsity == 0.95  # local sparsity applies as given
 
 
 def test_budget_lands_close_on_coarse_networks():
