@@ -174,8 +174,8 @@ def _global_budget(plan, cg, active, free, fixed, scores, pinned, model, target,
     """Global ranking under a budget, in steps: remove the lowest-ranked channels until the
     estimated saving (the cost model's gradient at the current widths) covers half of what is
     still over budget, re-evaluate the exact cost (round_to applied), rescore cost-aware
-    criteria, repeat. Each step removes at least one channel; the result is at or just under the
-    target."""
+    criteria, repeat (each step removes at least one channel); then ``fill`` gives back the
+    best-ranked removed channels that still fit. The result is at or just under the target."""
     removed = {g.index: np.zeros(g.size, dtype=bool) for g in free}
     floor = {g.index: floor_count(g.size, int(pinned[g.index].sum()), plan) for g in free}
     fixed_keep = {g.index: sorted(_order(scores[g.index], pinned[g.index])[:fixed[g.index]].tolist())
