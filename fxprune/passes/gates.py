@@ -1,0 +1,144 @@
+"""The soft pass: one gate per channel class, multiplied onto every tensor of its group.
+
+``GatedModel`` wraps a private copy of a model: its traced graphs (eval and, when the forward
+branches on ``self.training``, train) get ``x * gate`` after every tensor that carries prunable
+channels, where the gate entries come from one flat vector with a slot per class of every
+prunable group. Residual- and concat-coupled channels share a class, so they share a gate by
+construction — training sees exactly the model the hard rewrite will produce when the gates are
+0/1. ``gate_vector()`` supplies the values (a 0/1 or decayed mask for soft/hard filter pruning,
+``sigmoid(alpha / T)`` for differentiable search); ``finalize()`` keeps the classes whose gate is
+non-zero and runs the physical rewrite on the trained weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from ..graph.channels import FACTORS, Group, node_shape
+from ..graph.copying import lookup_attr
+from ..plan import GroupChoice, Resolution
+
+
+class _Source:
+    """Holds the gate vector of the current forward (a plain object: not part of the module tree)."""
+
+    vector: torch.Tensor | None = None
+
+
+class Gate(nn.Module):
+    """``x * vector[index]`` broadcast over the tensor's non-channel axes."""
+
+    def __init__(self, source: _Source, index: torch.Tensor, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.source = source
+        self.register_buffer("index", index, persistent=False)
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.source.vector[self.index].reshape(self.shape).to(x.dtype)
+
+
+class GatedModel(nn.Module):
+    """A trainable copy of ``model`` with a gate slot per channel class of every prunable group.
+
+    ``groups``: the prunable groups; ``offsets[i]``: the first slot of group i; slots of pinned
+    classes exist but must stay 1 (``pinned`` marks them). The caller's model is not touched."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = ()) -> None:
+        super().__init__()
+        from ..compiler import _as_inputs, analyse
+
+        self.model = copy.deepcopy(model)
+        self.example_inputs = _as_inputs(example_inputs)
+        self.leaf_modules = tuple(leaf_modules)
+        a = analyse(self.model, self.example_inputs, leaf_modules=leaf_modules)
+        self.cg = a.cg
+        self.groups: list[Group] = [g for g in a.cg.groups() if not g.pinned.all()]
+        sizes = [g.size for g in self.groups]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_slots = int(self.offsets[-1])
+        pinned = np.concatenate([g.pinned for g in self.groups]) if self.groups else np.zeros(0, dtype=bool)
+        self.register_buffer("pinned", torch.from_numpy(pinned), persistent=False)
+        self.register_buffer("mask", torch.ones(self.n_slots))
+        slot = np.full(a.cg.uf.n, self.n_slots, dtype=np.int64)  # n_slots: the constant-one slot
+        for i, g in enumerate(self.groups):
+            slot[g.classes] = self.offsets[i] + np.arange(g.size)
+        self._slot_of_root = slot
+        self._source = _Source()
+        self.eval_gm = self._gate(a.traced.eval_gm, "eval")
+        self.train_gm = self._gate(a.traced.train_gm, "train") if a.traced.train_gm is not None else None
+        self.train(model.training)
+
+    # -- graph --------------------------------------------------------------------------------
+    def _gate(self, gm: fx.GraphModule, tag: str) -> fx.GraphModule:
+        graph = copy.deepcopy(gm.graph)
+        gates: dict[str, Gate] = {}
+        roots = self.cg.roots
+        count = 0
+        for node in list(graph.nodes):
+            factors, shape = node.meta.get(FACTORS), node_shape(node)
+            if node.op in ("placeholder", "output", "get_attr") or shape is None or not isinstance(factors, tuple):
+                continue
+            for f in factors:
+                slots = self._slot_of_root[roots[f.ids]]
+                if (slots == self.n_slots).all():
+                    continue
+                bshape = [1] * len(shape)
+                for ax in f.axes:
+                    bshape[ax] = shape[ax]
+                name = f"fxprune_gates.g{count}"
+                count += 1
+                gates[name] = Gate(self._source, torch.from_numpy(slots.ravel().copy()), bshape)
+                users = list(node.users)
+                with graph.inserting_after(node):
+                    gated = graph.call_module(name, (node,))
+                for u in users:
+                    u.replace_input_with(node, gated)
+                node = gated
+        root: dict[str, Any] = dict(gates)  # plus the (copied) model's own modules and tensors, shared
+        for n in graph.nodes:
+            if n.op in ("call_module", "get_attr") and n.target not in root:
+                root[n.target] = lookup_attr(gm, n.target)
+        return fx.GraphModule(root, graph, f"Gated{tag.capitalize()}")
+
+    # -- gates --------------------------------------------------------------------------------
+    def gate_vector(self) -> torch.Tensor:
+        """The gate value of every slot (default: the ``mask`` buffer). Override for relaxed gates."""
+        return self.mask
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        v = self.gate_vector()
+        self._source.vector = torch.cat([v, v.new_ones(1)])
+        gm = self.train_gm if (self.training and self.train_gm is not None) else self.eval_gm
+        return gm(*args, **kwargs)
+
+    def group_slice(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    # -- hard model ---------------------------------------------------------------------------
+    def resolution(self, threshold: float = 0.0) -> Resolution:
+        """Kept classes = gate > ``threshold`` (pinned classes always kept)."""
+        with torch.no_grad():
+            v = self.gate_vector().detach().cpu().numpy()
+        choices = {}
+        for i, g in enumerate(self.groups):
+            keep = (v[self.group_slice(i)] > threshold) | g.pinned
+            if not keep.any():
+                keep[int(np.argmax(v[self.group_slice(i)]))] = True
+            choices[g.key] = GroupChoice(g.size, np.nonzero(keep)[0].tolist(), g.producer_modules, g.signature)
+        return Resolution(choices)
+
+    def finalize(self, threshold: float = 0.0, **compile_kwargs: Any):
+        """The physically smaller model: the trained weights with the classes whose gate is
+        ``<= threshold`` removed (verified against the masked model as every compile is). Gates
+        with values other than 0/1 are not folded into the weights: binarise them first."""
+        from ..compiler import compile as fx_compile
+
+        return fx_compile(self.model, resolution=self.resolution(threshold), example_inputs=self.example_inputs,
+                          leaf_modules=self.leaf_modules, **compile_kwargs)
