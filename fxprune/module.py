@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
 from torch import fx, nn
 from torch.fx.graph_module import _forward_from_src
 

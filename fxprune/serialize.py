@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import operator
 from pathlib import Path
 from typing import Any
 

@@ -180,7 +180,7 @@ class ScoringContext:
             from .activations import collect
 
             if self.data is None:
-                raise PlanError(f"this criterion needs calibration data: pass calibration_data=<iterable of batches> "
+                raise PlanError("this criterion needs calibration data: pass calibration_data=<iterable of batches> "
                                 "to fxprune.compile / fxprune.resolve (a batch is an input tensor, or (inputs, targets))")
             self.stats[kind] = collect(self, kind)
         return self.stats[kind]

@@ -87,11 +87,8 @@ class CostModel:
     def __call__(self, keep: torch.Tensor) -> torch.Tensor:
         """Cost at ``keep`` (a tensor over ids; differentiable, any float dtype/device)."""
         dtype, dev = keep.dtype, keep.device
-        sums = torch.zeros(self.n_axes + 1, dtype=dtype, device=dev)
-        sums = sums.index_add(0, self._seg.to(dev), keep[self._flat.to(dev)])
-        sums = sums + torch.nn.functional.one_hot(torch.tensor(self.n_axes, device=dev),
-                                                  self.n_axes + 1).to(dtype)
-        frac = sums / self._len.to(dev, dtype)
+        sums = torch.zeros(self.n_axes, dtype=dtype, device=dev).index_add(0, self._seg.to(dev), keep[self._flat.to(dev)])
+        frac = torch.cat([sums, sums.new_ones(1)]) / self._len.to(dev, dtype)  # last: the constant-one axis
         return self.constant + (self._base.to(dev, dtype) * frac[self._table.to(dev)].prod(1)).sum()
 
     def evaluate(self, keep: np.ndarray) -> float:

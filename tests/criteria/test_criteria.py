@@ -128,6 +128,7 @@ def test_taylor_matches_direct_autograd():
     # the network's output is 3 x 5 x 5; reduce spatially for a classification loss
     loss_fn = lambda out, t: F.cross_entropy(out.mean((2, 3)), t, reduction="sum")  # noqa: E731
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    before = snapshot(m)
     g, ctx = context(m, x, data=batches)
     ctx.loss_fn = loss_fn
     got = score("taylor", g, ctx)
@@ -137,7 +138,6 @@ def test_taylor_matches_direct_autograd():
         (grad,) = torch.autograd.grad(loss_fn(m.conv2(a), yb), a)
         want += (a * grad).sum((2, 3)).abs().sum(0).double().detach().numpy()
     np.testing.assert_allclose(got, want / 6, rtol=1e-5)
-    before = snapshot(m)
     assert all(p.grad is None for p in m.parameters())
     assert_unchanged(m, before)
 

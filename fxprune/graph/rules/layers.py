@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..channels import FACTORS, RuleContext
+from ..channels import RuleContext
 from ..factors import Factor, Factors, factor_on
 from .registry import register_rule
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import factors as fct
 from ..channels import RuleContext, multi_meta, tensor_meta
-from ..factors import Factor, Factors, factor_on
+from ..factors import Factor, Factors
 from .pointwise import elementwise
 from .registry import register_rule
 
