@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,14 @@ def choose(scores: np.ndarray, pinned: np.ndarray, k: int) -> list[int]:
 
 
 def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters: set[str],
-            model: Any = None, data: Any = None, gm: Any = None, loss_fn: Any = None) -> Resolution:
+            model: Any = None, data: Any = None, gm: Any = None, loss_fn: Any = None,
+            adjust: Callable[[dict[int, np.ndarray]], dict[int, np.ndarray]] | None = None,
+            comparable: bool | None = None) -> Resolution:
+    """Score every prunable group with the plan's criterion and choose the kept channels.
+
+    ``adjust(scores) -> scores`` (by group index) rewrites the scores before the choice (training
+    methods force channels out or rank by learned indicators); ``comparable`` overrides the
+    criterion's flag (scores comparable across groups under global ranking)."""
     check_names(plan, module_names)
     groups = cg.groups()
     pinned = {g.index: g.pinned.copy() for g in groups}
@@ -80,9 +88,13 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
             ratio[g.index] = min(value, ratio.get(g.index, value))
     active = [g for g in groups if not g.pinned.all()]
     spec = CRITERIA[plan.criterion]
+    if comparable is not None:
+        spec = dataclasses.replace(spec, comparable=comparable)
     ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data, gm=gm,
                          options=plan.criterion_options, loss_fn=loss_fn)
     scores = score_groups(plan.criterion, active, ctx)
+    if adjust is not None:
+        scores = {**scores, **adjust(scores)}
     if plan.budget is not None:
         keep = _budget_keep(plan, cg, active, scores, pinned, ratio, ctx, spec)
     else:

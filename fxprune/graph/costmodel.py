@@ -97,8 +97,9 @@ class CostModel:
 
     def marginal(self, keep: np.ndarray) -> np.ndarray:
         """d cost / d keep at ``keep``: what removing each channel saves at the current widths."""
-        k = torch.as_tensor(keep, dtype=torch.float64).clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self(k), k)
+        with torch.enable_grad():  # also when called under no_grad (a training method's hook)
+            k = torch.as_tensor(keep, dtype=torch.float64).clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(k), k)
         return grad.numpy()
 
 

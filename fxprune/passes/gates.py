@@ -31,6 +31,38 @@ class _Source:
     vector: torch.Tensor | None = None
 
 
+class _Plain:
+    """The ungated analysis (eval graph, names) kept outside the module tree."""
+
+    def __init__(self, gm: fx.GraphModule, module_names: set[str], parameters: set[str]) -> None:
+        self.gm, self.module_names, self.parameters = gm, module_names, parameters
+        self.macs = None
+
+
+class ChannelEntries:
+    """Where the channels of the gate slots live in the parameters: for every parameter axis
+    holding prunable channels, the positions along the axis and the slot of each position, and
+    whether the axis is a *filter* axis (the output rows / bias of a producing layer) rather
+    than a norm entry or a consumer's input column."""
+
+    def __init__(self, params: list[torch.nn.Parameter], names: list[str], axes: list[int],
+                 positions: list[torch.Tensor], slots: list[torch.Tensor], filters: list[bool]) -> None:
+        self.params, self.names, self.axes = params, names, axes
+        self.positions, self.slots, self.filters = positions, slots, filters
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def select(self, slot_mask: torch.Tensor, *, filters_only: bool = False):
+        """(param, axis, positions) for the positions whose slot is set in ``slot_mask``."""
+        for p, axis, pos, slot, is_filter in zip(self.params, self.axes, self.positions, self.slots, self.filters):
+            if filters_only and not is_filter:
+                continue
+            hit = slot_mask[slot]
+            if hit.any():
+                yield p, axis, pos[hit]
+
+
 class Gate(nn.Module):
     """``x * vector[index]`` broadcast over the tensor's non-channel axes."""
 
@@ -71,6 +103,8 @@ class GatedModel(nn.Module):
             slot[g.classes] = self.offsets[i] + np.arange(g.size)
         self._slot_of_root = slot
         self._source = _Source()
+        self._plain = _Plain(a.traced.eval_gm, a.module_names, a.parameters)
+        self.entries = self._channel_entries()
         self.eval_gm = self._gate(a.traced.eval_gm, "eval")
         self.train_gm = self._gate(a.traced.train_gm, "train") if a.traced.train_gm is not None else None
         self.train(model.training)
@@ -106,6 +140,65 @@ class GatedModel(nn.Module):
             if n.op in ("call_module", "get_attr") and n.target not in root:
                 root[n.target] = lookup_attr(gm, n.target)
         return fx.GraphModule(root, graph, f"Gated{tag.capitalize()}")
+
+    def _channel_entries(self) -> ChannelEntries:
+        params, names, axes, positions, slots, filters = [], [], [], [], [], []
+        for i, g in enumerate(self.groups):
+            producers = set(g.producers)
+            producer_modules = set(g.producer_modules)
+            for key in g.members:
+                name, axis = key
+                if name not in self._plain.parameters:
+                    continue
+                pos, cls = self.cg.positions(g, key)
+                owner = name.rsplit(".", 1)[0] if "." in name else ""
+                params.append(self.cg.tensors[name])
+                names.append(name)
+                axes.append(axis)
+                positions.append(torch.from_numpy(pos.astype(np.int64)))
+                slots.append(torch.from_numpy((self.offsets[i] + cls).astype(np.int64)))
+                filters.append(f"{name}@{axis}" in producers or (name.endswith(".bias") and owner in producer_modules))
+        return ChannelEntries(params, names, axes, positions, slots, filters)
+
+    # -- costs --------------------------------------------------------------------------------
+    def id_keep(self, v: torch.Tensor) -> torch.Tensor:
+        """The per-id keep vector of the cost models for slot values ``v`` (constant ids: 1)."""
+        full = torch.cat([v.to(torch.float64), v.new_ones(1, dtype=torch.float64)])
+        return full[torch.from_numpy(self._slot_of_root).to(full.device)]
+
+    @property
+    def macs_model(self):
+        """The MACs cost model of the (dense) network over channel ids (built once)."""
+        if self._plain.macs is None:
+            from ..graph.costmodel import macs_model
+
+            self._plain.macs = macs_model(self.cg, self._plain.gm)
+        return self._plain.macs
+
+    def expected_macs(self, v: torch.Tensor | None = None) -> torch.Tensor:
+        """MACs as a differentiable function of the slot values (default: the current gates);
+        exact for 0/1 values."""
+        v = self.gate_vector() if v is None else v
+        return self.macs_model(self.id_keep(v.cpu()))
+
+    def macs_ratio(self, v: torch.Tensor | None = None) -> float:
+        return float(self.expected_macs(v).detach()) / self.macs_model.dense
+
+    def resolve(self, plan: Any, adjust: Any = None, comparable: bool | None = None) -> Resolution:
+        """Resolve ``plan`` on the current weights (see ``planner.resolve``'s ``adjust``)."""
+        from ..planner import resolve
+
+        return resolve(plan, self.cg, module_names=self._plain.module_names, parameters=self._plain.parameters,
+                       model=self.model, gm=self._plain.gm, adjust=adjust, comparable=comparable)
+
+    def slot_mask_of(self, resolution: Resolution) -> torch.Tensor:
+        """Bool per slot: kept by ``resolution``."""
+        keep = torch.zeros(self.n_slots, dtype=torch.bool)
+        for i, g in enumerate(self.groups):
+            choice = resolution.groups.get(g.key)
+            idx = np.arange(g.size) if choice is None else np.asarray(choice.keep, dtype=np.int64)
+            keep[torch.from_numpy(self.offsets[i] + idx)] = True
+        return keep
 
     # -- gates --------------------------------------------------------------------------------
     def gate_vector(self) -> torch.Tensor:

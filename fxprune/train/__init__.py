@@ -4,6 +4,6 @@ Training-time pruning methods plug into any loop; this one is here so that the b
 examples do not each write their own.
 """
 
-from .loop import accuracy, fit
+from .loop import accuracy, fit, recalibrate_bn
 
-__all__ = ["accuracy", "fit"]
+__all__ = ["accuracy", "fit", "recalibrate_bn"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -32,17 +32,60 @@ def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
     return correct / max(total, 1)
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> int:
+    """Re-estimate every batch-norm layer's running statistics from ``batches`` (inputs, or
+    (inputs, targets)) with a cumulative average; the model's mode is restored. Returns the
+    number of batches used. Needed after the gates of a relaxed search are binarised: the running
+    statistics were gathered under gate values that no longer hold."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [m.momentum for m in norms]
+    was = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    used = 0
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            used += 1
+    finally:
+        for m, mom in zip(norms, saved):
+            m.momentum = mom
+        model.train(was)
+    return used
+
+
 def fit(model: nn.Module, loader: Iterable[Any], *, epochs: int, lr: float = 0.1, momentum: float = 0.9,
         weight_decay: float = 5e-4, val_loader: Iterable[Any] | None = None, progress: bool = False,
         on_epoch_start: Hook | None = None, after_step: Callable[[nn.Module], None] | None = None,
+        callbacks: Sequence[Any] = (), parameters: Iterable[nn.Parameter] | None = None,
         description: str = "train") -> list[dict[str, float]]:
     """Train ``model`` in place with SGD (Nesterov off), cosine learning rate per step, cross-entropy.
 
-    Hooks: ``on_epoch_start(epoch, model)`` and ``after_step(model)`` (after every optimizer step)
-    let training-time pruning methods act. Returns per-epoch logs (loss, train accuracy, val
-    accuracy when ``val_loader`` is given); each is also logged."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    ``parameters``: what the optimizer updates (default: all of ``model``'s). Hooks let
+    training-time pruning methods act: ``on_epoch_start(epoch, model)`` and ``after_step(model)``
+    as functions, and ``callbacks`` — objects with any of ``on_train_begin(model, optimizer)``,
+    ``on_epoch_start(epoch, model)``, ``before_step(model)`` (after backward, before the
+    optimizer step), ``after_step(model)``. ``model`` may be a DDP wrapper; the sampler's epoch
+    is set when it has ``set_epoch``. Returns per-epoch logs (loss, train accuracy, val accuracy
+    when ``val_loader`` is given); each is also logged."""
+    params = list(model.parameters() if parameters is None else parameters)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = epochs * len(loader)  # type: ignore[arg-type]
+
+    def call(hook: str, *args: Any) -> None:
+        for cb in callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(*args)
+
+    call("on_train_begin", model, opt)
     step = 0
     history = []
     bar = _progress(progress)
@@ -51,8 +94,12 @@ def fit(model: nn.Module, loader: Iterable[Any], *, epochs: int, lr: float = 0.1
         for epoch in range(epochs):
             if on_epoch_start is not None:
                 on_epoch_start(epoch, model)
+            call("on_epoch_start", epoch, model)
             if hasattr(getattr(loader, "dataset", None), "epoch"):
                 loader.dataset.epoch = epoch  # type: ignore[union-attr]
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
             model.train()
             t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
             for x, y in loader:
@@ -62,9 +109,11 @@ def fit(model: nn.Module, loader: Iterable[Any], *, epochs: int, lr: float = 0.1
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                call("before_step", model)
                 opt.step()
                 if after_step is not None:
                     after_step(model)
+                call("after_step", model)
                 loss_sum += loss.item() * len(y)
                 correct += int((out.argmax(1) == y).sum())
                 seen += len(y)

@@ -1,0 +1,58 @@
+"""``fxprune train``: the acceptance interface, every method, and DDP under torchrun (2 CPU ranks, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fxprune
+from fxprune.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check_result(out: Path, method: str, epochs: int) -> dict:
+    r = json.loads((out / "result.json").read_text())
+    assert r["method"] == method and r["epochs"] == epochs
+    assert 0.0 <= r["test_accuracy"] <= 1.0
+    small = fxprune.load(out / "model.fxp")
+    with torch.no_grad():
+        assert small.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert fxprune.report(small).macs_ratio == pytest.approx(r["macs_ratio"])
+    return r
+
+
+@pytest.mark.parametrize("method", ["ghfp", "sfp", "hfp", "dais", "oneshot"])
+def test_train_writes_result_and_a_loadable_model_at_the_budget(method, tmp_path):
+    out = tmp_path / method
+    assert main(["train", "--method", method, "--model", "cifar:resnet20", "--data", "digits", "--flops", "0.5",
+                 "--epochs", "2", "--seed", "1", "--out", str(out)]) == 0
+    r = _check_result(out, method, 2)
+    assert 0.49 <= r["macs_ratio"] <= 0.5 + 0.01 * (method == "dais")
+    assert len(r["history"]) == 2
+
+
+def test_train_names_a_model_that_does_not_fit_the_data(tmp_path, capsys):
+    assert main(["train", "--method", "ghfp", "--model", "torchvision:resnet18", "--epochs", "1",
+                 "--out", str(tmp_path)]) == 2
+    assert "cifar:resnet20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["ghfp", "dais"])
+def test_ddp_two_ranks_keep_identical_masks_and_models(method, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fxprune.cli", "train", "--method", method, "--epochs", "2", "--threads", "1",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = _check_result(tmp_path, method, 2)
+    assert r["world_size"] == 2 and len(r["ranks"]) == 2
+    assert r["identical"], r["ranks"]
+    assert r["ranks"][0]["masks"] is not None
