@@ -7,7 +7,6 @@ import pytest
 import torch
 import torchvision
 
-import fxprune
 from tests.conftest import compile_checked, randomize
 
 MODELS = ["resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v3_large", "googlenet",

@@ -21,7 +21,6 @@ that it did. ``finalize()`` returns the physically smaller model for fine-tuning
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
