@@ -34,3 +34,11 @@ class ModelError(FxPruneError, ValueError):
 
 class SerializationError(FxPruneError):
     """A .fxp file cannot be written or read (or reading it would need trust)."""
+
+
+class ExportError(FxPruneError):
+    """ONNX export / TensorRT engine building failed or is unavailable (names what is missing)."""
+
+
+class BenchmarkError(FxPruneError):
+    """A latency benchmark could not run (a backend missing, a bad option)."""

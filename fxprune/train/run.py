@@ -25,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import PlanError
-from .loop import accuracy, fit
+from .loop import accuracy, fit, recalibrate_bn
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ def run_method(cfg: MethodConfig, model: nn.Module, example_inputs: Any, train: 
         record["history"] = fit(_wrap(meth.model), train, epochs=cfg.epochs, lr=cfg.lr, callbacks=[meth],
                                 progress=cfg.progress, val_loader=test, description=desc)
         small = meth.finalize()
+        # soft channels had non-zero filters (SFP: BN shifts behind zeroed filters) until finalize
+        # removed them: re-estimate BN statistics on the training data, as DAIS does
+        recalibrate_bn(small, train)
         record["schedule"] = meth.history
         record["masks"] = {"hard": meth.model.hard.clone(), "selected": meth.model.selected.clone()}
     else:  # dais
