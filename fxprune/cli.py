@@ -243,6 +243,129 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _pruned_from_args(args: argparse.Namespace, console: Console):
+    """(dense model, pruned model, example input) from --model/--weights and --plan or the
+    budget options (--sparsity / --flops / --params / --latency)."""
+    model, shape = get_model(args.model, args.weights)
+    shape = args.input_shape or shape
+    torch.manual_seed(args.seed)
+    x = torch.randn(*shape)
+    if args.plan:
+        plan = Plan.from_json(args.plan)
+    else:
+        budget = {"flops": args.flops} if args.flops is not None else {"params": args.params} \
+            if args.params is not None else {"sparsity": args.sparsity if args.sparsity is not None else 0.5}
+        extra = {}
+        if getattr(args, "latency", None) is not None:
+            budget = {"latency": args.latency}
+            extra = {"backend": args.latency_backend}
+        plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, seed=args.seed, **budget,
+                    **extra)
+    with console.status(f"compiling {args.model}"):
+        small = fx_compile(model, plan, example_inputs=(x,))
+    return model, small, x, plan
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from .export import build_engine, export_onnx
+
+    model, small, x, plan = _pruned_from_args(args, console)
+    xb = x[:1].expand(args.batch, *x.shape[1:]).contiguous()
+    with console.status(f"exporting {args.onnx}"):
+        exp = export_onnx(small, (xb,), args.onnx, opset=args.opset, exporter=args.exporter, fp16=args.fp16 and not
+                          args.trt, dynamic_batch=not args.static_batch)
+    rep = get_report(small)
+    info = {"model": args.model, "plan": plan.to_dict(), "macs_ratio": rep.macs_ratio, "params_ratio": rep.params_ratio,
+            "onnx": exp.to_dict()}
+    t = Table(title=f"fxprune export: {args.model}")
+    for col in ("file", "exporter", "opset", "dtype", "batch axis", "ORT parity (max abs err)"):
+        t.add_column(col)
+    par = exp.parity or {}
+    t.add_row(exp.path, exp.exporter + (" (dynamo failed)" if exp.fallback_reason else ""), str(exp.opset), exp.dtype,
+              "dynamic" if exp.dynamic_batch else "static",
+              f"{par.get('max_abs_error', float('nan')):.2e} ({', '.join(par.get('providers', []))})")
+    console.print(t)
+    if exp.fallback_reason:
+        console.print(f"dynamo exporter failed: {exp.fallback_reason}")
+    if args.trt:
+        from .export.tensorrt import require_cuda, require_tensorrt, tensorrt_version
+
+        require_tensorrt()
+        require_cuda()
+        src = exp
+        if args.fp16 and int(str(tensorrt_version()).split(".")[0]) >= 11:  # strongly typed: FP16 comes from the ONNX
+            src = export_onnx(small, (xb,), Path(args.onnx).with_suffix(".fp16.onnx"), opset=args.opset,
+                              exporter=args.exporter, fp16=True, dynamic_batch=not args.static_batch)
+        build = build_engine(src.path, args.trt, fp16=args.fp16, input_shapes={src.input_names[0]: tuple(xb.shape)},
+                             max_batch=args.max_batch, workspace_gib=args.workspace_gib, timing_cache=args.timing_cache)
+        info["tensorrt"] = build.to_dict()
+        console.print(f"TensorRT {build.tensorrt_version}: wrote {build.engine_path} ({build.precision}"
+                      f"{', via ' + build.fp16_via if build.fp16_via else ''}) in {build.seconds:.1f}s")
+    Path(args.onnx).with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
+    console.print(f"wrote {args.onnx} and {Path(args.onnx).with_suffix('.json')}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.progress import Progress
+
+    from .bench import BenchConfig, compare
+    from .bench.plots import plot_latency
+
+    model, small, x, plan = _pruned_from_args(args, console)
+    cfg = BenchConfig(backends=args.backend, batch=args.batch, threads=args.threads, warmup=args.warmup,
+                      iters=args.iters, processes=args.processes,
+                      extra={"model": args.model, "plan": plan.to_dict()})
+    with Progress(transient=True) as bar:
+        task = bar.add_task("benchmarking", total=len(args.backend) * args.processes)
+        res = compare(model, small, (x,), cfg,
+                      progress=lambda i, n, text: bar.update(task, completed=i, total=n, description=text))
+    t = Table(title=f"fxprune bench: {args.model}, batch {res['batch']}, {res['threads']} threads, "
+                    f"median of {args.processes} processes")
+    for col in ("backend", "dense ms (p10-p90)", "pruned ms (p10-p90)", "speed-up", "MACs speed-up",
+                "realised / MACs", "used"):
+        t.add_column(col, justify="left" if col in ("backend", "used") else "right")
+    for name, b in res["backends"].items():
+        d, p = b["dense"], b["pruned"]
+        used = b["info"].get("providers") or b["info"].get("compiler") or b["info"].get("device", "")
+        t.add_row(name, f"{d['median_ms']:.2f} ({d['p10_ms']:.2f}-{d['p90_ms']:.2f})",
+                  f"{p['median_ms']:.2f} ({p['p10_ms']:.2f}-{p['p90_ms']:.2f})", f"{b['speedup']:.2f}x",
+                  f"{res['theoretical_speedup']:.2f}x", f"{b['efficiency']:.2f}",
+                  ", ".join(used) if isinstance(used, list) else str(used))
+    console.print(t)
+    for name, why in res["skipped"].items():
+        console.print(f"skipped {name}: {why}")
+    for w in res["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        plot_latency([res], args.plot)
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet50")
+    p.add_argument("--weights", help="local state-dict file to load into the model")
+    p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
+    budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
+    budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
+    p.add_argument("--criterion", default="l1")
+    p.add_argument("--scope", choices=["local", "global"])
+    p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--seed", type=int, default=0)
+
+
 class _null:
     def __enter__(self):
         return self
@@ -291,6 +414,36 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--out", required=True, help="output directory")
     an.set_defaults(func=cmd_analyze)
+
+    ex = sub.add_parser("export", help="prune and export to ONNX (and a TensorRT engine on a GPU machine)")
+    _add_model_options(ex)
+    ex.add_argument("--onnx", required=True, help="output .onnx file (a .json export report is written beside it)")
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto")
+    ex.add_argument("--batch", type=int, default=1, help="example batch (the batch axis stays dynamic)")
+    ex.add_argument("--static-batch", action="store_true", help="fix the batch axis")
+    ex.add_argument("--fp16", action="store_true", help="FP16 ONNX (and FP16 engine with --trt)")
+    ex.add_argument("--trt", help="also build a TensorRT engine file (needs TensorRT and a GPU)")
+    ex.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default: --batch)")
+    ex.add_argument("--workspace-gib", type=float, default=4.0)
+    ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    ex.set_defaults(func=cmd_export)
+
+    be = sub.add_parser("bench", help="latency of the dense and the pruned model, same run, over backends")
+    _add_model_options(be)
+    be.add_argument("--latency", type=float, help="latency budget: keep this fraction of the dense latency "
+                                                  "(per-layer latency table measured on --latency-backend)")
+    be.add_argument("--latency-backend", default="ort", help="backend of the latency table (default ort)")
+    be.add_argument("--backend", nargs="+", default=["eager", "ort"],
+                    help="eager, compile, ort; on CUDA: cuda-fp16, cuda-graphs, cuda-compile, ort-cuda, ort-trt, trt")
+    be.add_argument("--batch", type=int, default=1)
+    be.add_argument("--threads", type=int, default=0, help="threads per worker (0: all cores)")
+    be.add_argument("--processes", type=int, default=3, help="separate worker processes per backend")
+    be.add_argument("--iters", type=int, default=50)
+    be.add_argument("--warmup", type=int, default=10)
+    be.add_argument("--json", help="write the result JSON here")
+    be.add_argument("--plot", help="write a latency-vs-MACs PNG here")
+    be.set_defaults(func=cmd_bench)
 
     tr = sub.add_parser("train", help="train and prune to a MACs budget with a training-time method "
                                       "(also under torchrun: DDP)")

@@ -30,6 +30,9 @@ class Plan:
         budget is given.
     flops: keep at most this fraction of the dense model's MACs (in (0, 1]); instead of sparsity.
     params: keep at most this fraction of the dense model's parameters; instead of sparsity.
+    latency: keep at most this fraction of the dense model's latency on ``backend`` ("ort":
+        ONNX Runtime CPU, "eager": torch CPU), predicted from a per-layer latency table measured
+        on that backend at the example input's shape (cached; see ``fxprune.bench.latency``).
     criterion: name of a registered importance criterion ("l1", "l2", "fpgm", "bn_scale",
         "taylor", "random", "cpmc", "zero_channel", "attention", ...).
     scope: "local" (the same fraction per group) or "global" (one ranking across groups);
@@ -62,16 +65,27 @@ class Plan:
     flops: float | None = None
     params: float | None = None
     criterion_options: Mapping[str, Any] = field(default_factory=dict)
+    latency: float | None = None
+    backend: str | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("sparsity", "flops", "params") if getattr(self, k) is not None]
+        given = [k for k in ("sparsity", "flops", "params", "latency") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise PlanError(f"give one of sparsity / flops / params, not {' and '.join(given)}")
+            raise PlanError(f"give one of sparsity / flops / params / latency, not {' and '.join(given)}")
+        if self.backend is not None and self.latency is None:
+            raise PlanError("backend names where a latency budget is measured: give latency=<fraction> with it")
+        if self.latency is not None:
+            from .bench.latency import LATENCY_BACKENDS
+
+            if self.backend is None:
+                object.__setattr__(self, "backend", "ort")
+            if self.backend not in LATENCY_BACKENDS:
+                raise PlanError(f"latency tables can be measured on {sorted(LATENCY_BACKENDS)}, not {self.backend!r}")
         if not given:
             object.__setattr__(self, "sparsity", 0.5)
         if self.sparsity is not None:
             _check_fraction("sparsity", self.sparsity)
-        for budget in ("flops", "params"):
+        for budget in ("flops", "params", "latency"):
             value = getattr(self, budget)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or not 0.0 < value <= 1.0 or math.isnan(value)):
@@ -106,8 +120,8 @@ class Plan:
 
     @property
     def budget(self) -> tuple[str, float] | None:
-        """("flops" | "params", fraction to keep), or None for a plain sparsity plan."""
-        for name in ("flops", "params"):
+        """("flops" | "params" | "latency", fraction to keep), or None for a plain sparsity plan."""
+        for name in ("flops", "params", "latency"):
             if getattr(self, name) is not None:
                 return name, float(getattr(self, name))
         return None

@@ -92,6 +92,8 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
         spec = dataclasses.replace(spec, comparable=comparable)
     ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data, gm=gm,
                          options=plan.criterion_options, loss_fn=loss_fn)
+    if plan.backend is not None:
+        ctx.latency_backend = plan.backend
     scores = score_groups(plan.criterion, active, ctx)
     if adjust is not None:
         scores = {**scores, **adjust(scores)}
@@ -123,7 +125,7 @@ def _budget_keep(plan: Plan, cg: ChannelGraph, active: list[Group], scores: dict
                  pinned: dict[int, np.ndarray], ratio: dict[int, float], ctx: ScoringContext,
                  spec: CriterionSpec) -> dict[int, list[int]]:
     kind, fraction = plan.budget
-    model = ctx.cost_model("macs" if kind == "flops" else "params")
+    model = ctx.cost_model({"flops": "macs", "params": "params", "latency": "latency"}[kind])
     dense = model.dense
     target = fraction * dense
     fixed = {g.index: keep_count(g.size, int(pinned[g.index].sum()), ratio[g.index], plan)

@@ -59,9 +59,9 @@ def _no_cuda() -> str | None:
 
 
 def _no_ort() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'fxprune[onnx]')"
     return None
 

@@ -89,6 +89,7 @@ class ScoringContext:
         self.options = dict(options or {})
         self.loss_fn = loss_fn
         self.keep = np.ones(cg.uf.n)
+        self.latency_backend = "ort"  # where a latency budget's table is measured (the plan's backend)
         self._cache: dict[tuple[ParamAxis, str], np.ndarray] = {}
         self._costs: dict[str, Any] = {}
         self.stats: dict[str, np.ndarray] = {}  # activation statistics per kind, over ids
@@ -166,11 +167,17 @@ class ScoringContext:
 
     # -- costs ------------------------------------------------------------------------------
     def cost_model(self, kind: str):
-        """The MACs ("macs") or parameter ("params") model of the channel graph (built once)."""
+        """The MACs ("macs"), parameter ("params") or latency ("latency", measured on
+        ``latency_backend``) model of the channel graph (built once)."""
         from ..graph.costmodel import macs_model, params_model
 
         if kind not in self._costs:
-            self._costs[kind] = macs_model(self.cg, self.gm) if kind == "macs" else params_model(self.cg, self.model)
+            if kind == "latency":
+                from ..bench.latency import latency_model
+
+                self._costs[kind] = latency_model(self.cg, self.gm, backend=self.latency_backend)
+            else:
+                self._costs[kind] = macs_model(self.cg, self.gm) if kind == "macs" else params_model(self.cg, self.model)
         return self._costs[kind]
 
     # -- data -------------------------------------------------------------------------------

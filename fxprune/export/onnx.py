@@ -81,11 +81,17 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opse
     outs = [t for t in torch.utils._pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
     names_out = list(output_names or ([f"output{i}" for i in range(len(outs))] if len(outs) > 1 else ["output"]))
     external = _param_bytes(net) > TWO_GB
+    # torch.export specialises axes of size 1: trace a dynamic batch with (at least) two samples
+    traced_inputs = tuple(t.expand(2, *t.shape[1:]).contiguous() if dynamic_batch and t.shape[0] == 1 else t
+                          for t in inputs)
     t0 = time.perf_counter()
     used, reason = None, None
     if exporter in ("auto", "dynamo"):
         try:
-            _export_dynamo(net, inputs, path, opset, dynamic_batch, external, names_in, names_out)
+            _export_dynamo(net, traced_inputs, path, opset, dynamic_batch, external, names_in, names_out)
+            if dynamic_batch and not _batch_is_symbolic(path):
+                raise ExportError("the exported graph fixed the batch axis (a size read in the forward was "
+                                  "specialised)")
             used = "dynamo"
         except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; we record and fall back
             if exporter == "dynamo":
@@ -112,6 +118,13 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opse
                               f"(tolerance {result.parity['tolerance']:.3g}) for {path}")
     log.info("exported %s with the %s exporter (opset %d, %s)", path, used, opset, result.dtype)
     return result
+
+
+def _batch_is_symbolic(path: Path) -> bool:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return all(i.type.tensor_type.shape.dim[0].dim_param for i in m.graph.input if i.type.tensor_type.shape.dim)
 
 
 def _export_dynamo(net, inputs, path, opset, dynamic_batch, external, names_in, names_out) -> None:
