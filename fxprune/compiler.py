@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError, PlanError
+from .errors import ModelError, PlanError, ResolutionError
 from .graph.channels import ChannelGraph, analyze
 from .graph.cost import count_macs, count_params
 from .graph.rules import REGISTRY, OpRegistry
@@ -150,6 +150,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     timer, cg, traced = a.timer, a.cg, a.traced
     with timer.stage("rewrite"):
         id_kept = cg.id_kept(resolution.pruned_roots(cg))
+        _check_nonempty(cg, id_kept)
         small = rewrite_pass(traced, cg, id_kept, registry)
         small.training = model.training
     err = scale = None
@@ -161,6 +162,20 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
     small.meta["fxprune.resolution"] = resolution
     return small
+
+
+def _check_nonempty(cg, id_kept) -> None:
+    """A resolution may not remove every channel of a tensor (the layer would have zero width).
+    Plans never do (the planner gives such a tensor back its best channel); a hand-made or
+    learned resolution gets this error instead of a broken model."""
+    from .graph.channels import FACTORS, iter_factors
+
+    for gm in cg.graph_modules:
+        for n in gm.graph.nodes:
+            for f in iter_factors(n.meta.get(FACTORS)):
+                if f.ids.size and not id_kept[f.ids].any():
+                    raise ResolutionError(f"the resolution removes every channel of `{n.name}` (axes {list(f.axes)}); "
+                                          "keep at least one channel of it (plans do this automatically)")
 
 
 _TOLERANCE = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 1e-2),

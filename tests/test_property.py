@@ -127,3 +127,32 @@ def test_random_architectures_prune_exactly(data):
     assert rep.params_after <= rep.params_before and rep.macs_after <= rep.macs_before
     small.train()
     assert small(torch.randn(3, 3, 8, 8)).shape == (3, 5)
+
+
+@settings(max_examples=int(__import__("os").environ.get("FXPRUNE_PROPERTY_EXAMPLES", "60")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_architectures_gated_equals_finalized(data):
+    """The soft pass: random 0/1 gates on random architectures give exactly the finalized model,
+    and the cost model's MACs at those gates are the finalized model's MACs."""
+    from fxprune.passes.gates import GatedModel
+
+    kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=5), label="blocks")
+    torch.manual_seed(data.draw(st.integers(0, 1000), label="seed"))
+    model = randomize(RandomNet(kinds, data.draw)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    gated = GatedModel(model, x)
+    keep = data.draw(st.floats(0.2, 1.0), label="keep")
+    with torch.no_grad():
+        mask = (torch.rand(gated.n_slots) < keep).float()
+        mask[gated.pinned] = 1
+        for i in range(len(gated.groups)):  # every group keeps a channel, as the finalized model must
+            sl = gated.group_slice(i)
+            if not mask[sl].any():
+                mask[sl.start] = 1
+        gated.mask.copy_(mask)
+    small = gated.finalize().eval()  # may switch a gate back on so that no tensor is empty
+    assert bool((gated.mask >= mask).all())
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), gated(x), rtol=1e-4, atol=1e-5)
+    assert float(gated.expected_macs().detach()) == fxprune.report(small).macs_after

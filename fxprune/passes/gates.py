@@ -216,22 +216,33 @@ class GatedModel(nn.Module):
 
     # -- hard model ---------------------------------------------------------------------------
     def resolution(self, threshold: float = 0.0) -> Resolution:
-        """Kept classes = gate > ``threshold`` (pinned classes always kept)."""
+        """Kept classes = gate > ``threshold`` (pinned classes always kept). A group, or a tensor
+        (one output of a split, say), that would lose every channel keeps its highest-gated one."""
+        from ..planner import _keep_every_tensor_nonempty
+
         with torch.no_grad():
             v = self.gate_vector().detach().cpu().numpy()
-        choices = {}
+        keep, scores = {}, {}
         for i, g in enumerate(self.groups):
-            keep = (v[self.group_slice(i)] > threshold) | g.pinned
-            if not keep.any():
-                keep[int(np.argmax(v[self.group_slice(i)]))] = True
-            choices[g.key] = GroupChoice(g.size, np.nonzero(keep)[0].tolist(), g.producer_modules, g.signature)
-        return Resolution(choices)
+            k = (v[self.group_slice(i)] > threshold) | g.pinned
+            if not k.any():
+                k[int(np.argmax(v[self.group_slice(i)]))] = True
+            keep[g.index] = np.nonzero(k)[0].tolist()
+            scores[g.index] = v[self.group_slice(i)].astype(np.float64)
+        _keep_every_tensor_nonempty(self.cg, keep, scores)
+        return Resolution({g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature)
+                           for g in self.groups})
 
     def finalize(self, threshold: float = 0.0, **compile_kwargs: Any):
         """The physically smaller model: the trained weights with the classes whose gate is
         ``<= threshold`` removed (verified against the masked model as every compile is). Gates
-        with values other than 0/1 are not folded into the weights: binarise them first."""
+        with values other than 0/1 are not folded into the weights: binarise them first. The
+        ``mask`` buffer is updated to what was kept (a class kept so that no tensor is empty is
+        switched back on), so the gated model stays equal to the result."""
         from ..compiler import compile as fx_compile
 
-        return fx_compile(self.model, resolution=self.resolution(threshold), example_inputs=self.example_inputs,
+        res = self.resolution(threshold)
+        with torch.no_grad():
+            self.mask.copy_(self.slot_mask_of(res).to(self.mask.dtype) if self.n_slots else self.mask)
+        return fx_compile(self.model, resolution=res, example_inputs=self.example_inputs,
                           leaf_modules=self.leaf_modules, **compile_kwargs)

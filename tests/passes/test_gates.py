@@ -61,3 +61,40 @@ def test_training_the_gated_model_leaves_the_callers_model_alone_and_reaches_the
     opt.step()
     assert alpha.grad is not None and alpha.grad.abs().sum() > 0
     assert_unchanged(model, before)
+
+
+class _SplitNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.f = torch.nn.Conv2d(3, 5, 1)
+        self.head = torch.nn.Linear(6, 5)
+
+    def forward(self, x):
+        a, b = torch.split(self.stem(x), [1, 3], dim=1)
+        y = torch.cat([torch.relu(a), self.f(b)], dim=1)
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_resolution_that_empties_a_tensor_is_named_and_gates_keep_one_channel():
+    """Regression (found by the gated property test): a 0/1 mask that removes the whole first
+    output of a split gave a broken model; compile now names the tensor, GatedModel keeps one."""
+    import fxprune
+    from fxprune.errors import ResolutionError
+
+    model = _SplitNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    gated = GatedModel(model, x)
+    stem = next(i for i, g in enumerate(gated.groups) if g.key.startswith("stem"))
+    with torch.no_grad():
+        gated.mask[gated.group_slice(stem).start] = 0  # channel 0 of the stem = all of the split's `a`
+    res = gated.resolution()
+    assert 0 in res.groups[gated.groups[stem].key].keep  # given back
+    bad = fxprune.Resolution({k: fxprune.plan.GroupChoice(c.size, [i for i in c.keep if i != 0] if k.startswith("stem")
+                                                          else c.keep, c.modules, c.signature)
+                              for k, c in res.groups.items()})
+    with pytest.raises(ResolutionError, match="every channel of `split"):
+        fxprune.compile(model, resolution=bad, example_inputs=(x,))
+    small = gated.finalize().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), gated.eval()(x), rtol=1e-4, atol=1e-5)
