@@ -111,13 +111,17 @@ def _compiled(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -> P
 
 
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: list[Any], threads: int,
-                 workdir: Path, tag: str, fp16: bool = False):
+                 workdir: Path, tag: str, fp16: bool = False, onnx_path: str | None = None):
+    """An ORT session on ``onnx_path`` (exported once by the parent) or on a fresh export."""
     import onnxruntime as ort
 
     from ..export.onnx import export_onnx
 
-    path = workdir / f"{tag}.onnx"
-    exp = export_onnx(model, inputs, path, fp16=fp16, parity=False)
+    if onnx_path is not None and not fp16:
+        path, exporter = Path(onnx_path), "parent"
+    else:
+        path = workdir / f"{tag}.onnx"
+        exporter = export_onnx(model, inputs, path, fp16=fp16, parity=False).exporter
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -126,16 +130,16 @@ def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: 
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), so, providers=providers)
-    return sess, exp
+    return sess, exporter
 
 
 @backend("ort", device="cpu", description="ONNX Runtime, CPU execution provider, fp32", available=_no_ort)
 def _ort_cpu(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int = 0, workdir: Path | None = None,
-             tag: str = "model", **_: Any) -> Prepared:
+             tag: str = "model", onnx_path: str | None = None, **_: Any) -> Prepared:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fxprune-bench-"))
-    sess, exp = _ort_session(model, inputs, ["CPUExecutionProvider"], threads, workdir, tag)
+    sess, exporter = _ort_session(model, inputs, ["CPUExecutionProvider"], threads, workdir, tag, onnx_path=onnx_path)
     feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
-    return Prepared(lambda: sess.run(None, feed), {"providers": sess.get_providers(), "exporter": exp.exporter,
+    return Prepared(lambda: sess.run(None, feed), {"providers": sess.get_providers(), "exporter": exporter,
                                                    "dtype": "float32", "device": "cpu"})
 
 
@@ -190,14 +194,15 @@ def _cuda_compile(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) 
 
 def _ort_gpu(provider: str):
     def prepare(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int = 0,
-                workdir: Path | None = None, tag: str = "model", **_: Any) -> Prepared:
+                workdir: Path | None = None, tag: str = "model", onnx_path: str | None = None, **_: Any) -> Prepared:
         workdir = workdir or Path(tempfile.mkdtemp(prefix="fxprune-bench-"))
-        sess, exp = _ort_session(model, inputs, [provider, "CPUExecutionProvider"], threads, workdir, tag)
+        sess, exporter = _ort_session(model, inputs, [provider, "CPUExecutionProvider"], threads, workdir, tag,
+                                      onnx_path=onnx_path)
         used = sess.get_providers()
         if used[0] != provider:
             raise BenchmarkError(f"ONNX Runtime fell back to {used} instead of {provider}")
         feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
-        return Prepared(lambda: sess.run(None, feed), {"providers": used, "exporter": exp.exporter, "dtype": "float32"})
+        return Prepared(lambda: sess.run(None, feed), {"providers": used, "exporter": exporter, "dtype": "float32"})
 
     return prepare
 

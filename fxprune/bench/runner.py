@@ -33,6 +33,7 @@ from .timing import QUIET_ENV, busy_warning
 log = logging.getLogger(__name__)
 
 SCHEMA = "fxprune.bench/1"
+ONNX_BACKENDS = ("ort", "ort-cuda", "ort-trt")
 
 
 @dataclass
@@ -92,7 +93,15 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
         chosen.append(name)
     with tempfile.TemporaryDirectory(prefix="fxprune-bench-") as tmp:
         tmp = Path(tmp)
-        torch.save({"dense": dense, "pruned": pruned, "inputs": inputs}, tmp / "models.pt")
+        blob: dict[str, Any] = {"dense": dense, "pruned": pruned, "inputs": inputs, "onnx": {}}
+        if any(n in ONNX_BACKENDS for n in chosen):  # export once here, not in every worker
+            from ..export.onnx import export_onnx
+
+            for which, m in (("dense", dense), ("pruned", pruned)):
+                exp = export_onnx(m, inputs, tmp / f"{which}.onnx", parity=False)
+                blob["onnx"][which] = exp.path
+                result.setdefault("onnx_exporter", {})[which] = exp.exporter
+        torch.save(blob, tmp / "models.pt")
         total, step = len(chosen) * max(cfg.processes, 1), 0
         for name in chosen:
             runs = []

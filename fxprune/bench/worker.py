@@ -25,7 +25,8 @@ def measure(models: Path, name: str, threads: int, warmup: int, iters: int, max_
     blob = torch.load(models, weights_only=False)  # written by our parent process
     b = get_backend(name)
     workdir.mkdir(parents=True, exist_ok=True)
-    prepared = {which: b.prepare(blob[which], blob["inputs"], threads=threads, workdir=workdir, tag=which)
+    prepared = {which: b.prepare(blob[which], blob["inputs"], threads=threads, workdir=workdir, tag=which,
+                                 onnx_path=blob.get("onnx", {}).get(which))
                 for which in ("dense", "pruned")}
     for p in prepared.values():
         sample(p.run, warmup=warmup, iters=0, sync=p.sync)
