@@ -95,12 +95,13 @@ def write_markdown(result: dict, out: Path) -> None:
     lines = [f"Command: `{args['command']}`", "",
              f"digits 32x32 (1078 train / 359 val / 360 test); dense pre-training {args['pretrain_epochs']} epochs, then "
              f"every method {args['epochs']} epochs (DAIS: {round(args['epochs'] / 2)} search + the rest fine-tuning) at "
-             f"{args['flops']:.0%} of the dense MACs; test accuracy in %, mean ± std over seeds {args['seeds']}; "
+             f"{args['flops']:.0%} of the dense MACs; test accuracy in %, mean ± std over seeds; "
              f"wall time per method run on a 2-core CPU ({args['threads']} threads).", ""]
     for name in args["models"]:
         sel = [r for r in rows if r["model"] == name]
         pre = sorted({r["seed"]: r["pretrain_acc"] for r in sel}.values())
-        lines += [f"**{name}** (pre-trained: {mean_std(pre)})", "",
+        seeds = sorted({r["seed"] for r in sel})
+        lines += [f"**{name}** (seeds {seeds}; pre-trained: {mean_std(pre)})", "",
                   "| method | test accuracy | MACs kept | params kept | wall s |", "|---|---|---|---|---|"]
         for label in args["methods"]:
             rs = [r for r in sel if r["variant"] == label]
@@ -159,9 +160,30 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--from-json", nargs="+", metavar="RESULTS_JSON",
+                   help="no training: merge these results.json files (runs of different models / seeds) "
+                        "and write results.md and the plots to --out")
     args = p.parse_args()
     args.command = "python benchmarks/training_methods.py " + " ".join(sys.argv[1:])
-    run(args)
+    if args.from_json:
+        merge(args)
+    else:
+        run(args)
+
+
+def merge(args: argparse.Namespace) -> None:
+    parts = [json.loads(Path(f).read_text()) for f in args.from_json]
+    rows = [r for p in parts for r in p["rows"]]
+    first = dict(parts[0]["args"])
+    first["models"] = list(dict.fromkeys(r["model"] for r in rows))
+    first["seeds"] = sorted({r["seed"] for r in rows})
+    first["command"] = " ; ".join(p["args"]["command"] for p in parts)
+    result = {"args": first, "rows": rows, "merged_from": args.from_json}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    write_markdown(result, out)
+    plot(result, out)
 
 
 if __name__ == "__main__":
