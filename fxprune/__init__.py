@@ -10,19 +10,22 @@ import logging
 
 from .compiler import analyse, compile, resolve
 from .criteria import CRITERIA, ScoringContext, register_criterion
-from .errors import (FxPruneError, ModelError, PlanError, ResolutionError, SerializationError, TraceError,
-                     VerificationError)
+from .errors import (BenchmarkError, ExportError, FxPruneError, ModelError, PlanError, ResolutionError,
+                     SerializationError, TraceError, VerificationError)
 from .graph.rules import REGISTRY, register_rule
 from .module import PrunedGraphModule
 from .plan import Plan, Resolution
 from .report import Report, report
 from .serialize import load, save
 
+from . import bench, export, methods  # noqa: E402  (subpackages: fxprune.export.export_onnx, ...)
+
 __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "CRITERIA", "FxPruneError", "ModelError", "Plan", "PlanError", "PrunedGraphModule", "REGISTRY", "Report",
+    "BenchmarkError", "CRITERIA", "ExportError", "FxPruneError", "ModelError", "Plan", "PlanError", "PrunedGraphModule", "REGISTRY", "Report",
     "Resolution", "ResolutionError", "ScoringContext", "SerializationError", "TraceError", "VerificationError",
-    "analyse", "compile", "load", "register_criterion", "register_rule", "report", "resolve", "save",
+    "analyse", "compile", "load", "register_criterion", "register_rule", "report", "resolve", "save", "bench",
+    "export", "methods",
 ]

@@ -112,6 +112,7 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
                             _measure(tmp / "models.pt", name, threads, cfg, tmp / f"w{k}"))
                 step += 1
             result["backends"][name] = _summarise(runs, result["theoretical_speedup"])
+            result["backends"][name]["macs_ratio"] = result["macs_ratio"]  # pruned / dense, also per backend
     if progress:
         progress(total, total, "done")
     return result

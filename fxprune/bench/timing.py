@@ -64,13 +64,15 @@ def sample(fn: Callable[[], object], *, warmup: int, iters: int, sync: Callable[
 
 
 def busy_warning(threads: int) -> str | None:
-    """A warning when the 1-minute load average says other work is competing for the cores."""
+    """A warning when the 1-minute load average says the cores are oversubscribed. The average
+    includes this benchmark's own recent work (up to ``threads`` runnable threads), so only a
+    load above ``max(cores, threads) + 0.5`` means something else is competing."""
     try:
         load = os.getloadavg()[0]
     except OSError:
         return None
     cores = os.cpu_count() or 1
-    if load > max(cores - threads, 0) + 0.5:
+    if load > max(cores, threads) + 0.5:
         return (f"the machine is busy (1-minute load average {load:.1f} on {cores} cores, {threads} benchmark "
                 f"threads): CPU timings will be noisy; ratios within one run are still comparable")
     return None

@@ -32,6 +32,7 @@ def _check_schema(res: dict, backends: list[str]) -> None:
             assert d["p10_ms"] <= d["median_ms"] <= d["p90_ms"] or len(d["process_medians_ms"]) > 1
             assert d["median_ms"] > 0 and all(n >= 5 for n in d["samples_per_process"])
         assert b["speedup"] == pytest.approx(b["dense"]["median_ms"] / b["pruned"]["median_ms"])
+        assert b["macs_ratio"] == res["macs_ratio"]
         assert b["efficiency"] == pytest.approx(b["speedup"] / res["theoretical_speedup"])
     json.dumps(res)
 
