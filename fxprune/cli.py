@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -197,7 +198,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         raise FxPruneError(f"--data {args.data} gives inputs of shape {tuple(x.shape[1:])} but {args.model} expects "
                            f"{tuple(shape[1:])}: use a model for 3x32x32 inputs (cifar:resnet20, cifar:resnet56, ...)")
     if args.pretrain_epochs:
-        with console.status(f"pre-training {args.model} for {args.pretrain_epochs} epochs") if rank == 0 else _null():
+        with console.status(f"pre-training {args.model} for {args.pretrain_epochs} epochs") if rank == 0 else contextlib.nullcontext():
             fit(model, train, epochs=args.pretrain_epochs, lr=args.lr, description="pretrain")
     options = json.loads(args.options) if args.options else {}
     cfg = MethodConfig(args.method, flops=args.flops, epochs=args.epochs, criterion=args.criterion, scope=args.scope,
@@ -351,27 +352,21 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
+    """The model, plan and example-input options shared by prune / export / bench."""
     p.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet50")
     p.add_argument("--weights", help="local state-dict file to load into the model")
-    p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
+    if plan_file:
+        p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
     budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
     budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
     p.add_argument("--criterion", default="l1")
-    p.add_argument("--scope", choices=["local", "global"])
-    p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
+    p.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this (8/16 for ORT CPU)")
     p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
     p.add_argument("--seed", type=int, default=0)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,22 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what the compiler does")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("prune", help="prune a model and write it, its plan and resolution")
-    pr.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet50")
-    pr.add_argument("--weights", help="local state-dict file to load into the model")
-    budget = pr.add_mutually_exclusive_group()
-    budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
-    budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
-    budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
-    pr.add_argument("--criterion", default="l1")
+    _add_model_options(pr, plan_file=False)
     pr.add_argument("--data", choices=["none", "digits"], default="none",
                     help="calibration data for data-driven criteria (taylor, zero_channel, attention)")
     pr.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
-    pr.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
-    pr.add_argument("--round-to", type=int, default=1)
     pr.add_argument("--min-channels", type=int, default=1)
     pr.add_argument("--ignore", nargs="*", help="module names to leave alone")
-    pr.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
-    pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--no-verify", action="store_true", help="skip the pruned == masked-dense check")
     pr.add_argument("--out", required=True, help="output directory")
     pr.set_defaults(func=cmd_prune)

@@ -243,6 +243,6 @@ class GatedModel(nn.Module):
 
         res = self.resolution(threshold)
         with torch.no_grad():
-            self.mask.copy_(self.slot_mask_of(res).to(self.mask.dtype) if self.n_slots else self.mask)
+            self.mask.copy_(self.slot_mask_of(res).to(self.mask.dtype))
         return fx_compile(self.model, resolution=res, example_inputs=self.example_inputs,
                           leaf_modules=self.leaf_modules, **compile_kwargs)
