@@ -110,18 +110,11 @@ def _compiled(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -> P
     return Prepared(run, {"dtype": "float32", "device": "cpu", "compiler": "inductor"})
 
 
-def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: list[Any], threads: int,
-                 workdir: Path, tag: str, fp16: bool = False, onnx_path: str | None = None):
-    """An ORT session on ``onnx_path`` (exported once by the parent) or on a fresh export."""
+def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
+    """An ONNX Runtime session set up for timing: all graph optimisations, ``threads`` intra-op
+    threads (0: ORT's default), one inter-op thread, no spin-waiting."""
     import onnxruntime as ort
 
-    from ..export.onnx import export_onnx
-
-    if onnx_path is not None and not fp16:
-        path, exporter = Path(onnx_path), "parent"
-    else:
-        path = workdir / f"{tag}.onnx"
-        exporter = export_onnx(model, inputs, path, fp16=fp16, parity=False).exporter
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -129,8 +122,20 @@ def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: 
         so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), so, providers=providers)
-    return sess, exporter
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=providers)
+
+
+def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: list[Any], threads: int,
+                 workdir: Path, tag: str, fp16: bool = False, onnx_path: str | None = None):
+    """A timing session on ``onnx_path`` (exported once by the parent) or on a fresh export."""
+    from ..export.onnx import export_onnx
+
+    if onnx_path is not None and not fp16:
+        path, exporter = Path(onnx_path), "parent"
+    else:
+        path = workdir / f"{tag}.onnx"
+        exporter = export_onnx(model, inputs, path, fp16=fp16, parity=False).exporter
+    return ort_session(path, threads, providers), exporter
 
 
 @backend("ort", device="cpu", description="ONNX Runtime, CPU execution provider, fp32", available=_no_ort)

@@ -15,7 +15,6 @@ session; "eager" — the torch module itself, CPU. The whole-model time uses the
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -97,22 +96,16 @@ class _Timer:
                     net(*inputs)
 
             return _median(run, iters=30)
-        import warnings
+        from ..export.onnx import export_onnx
 
-        path = self.tmp / "model.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(copy.deepcopy(gm).eval(), inputs, str(path), dynamo=False, opset_version=17)
-        return self._ort(path.read_bytes(), *inputs, iters=30)
+        exp = export_onnx(gm, inputs, self.tmp / "model.onnx", exporter="torchscript", dynamic_batch=False,
+                          parity=False, check=False)
+        return self._ort(Path(exp.path).read_bytes(), *inputs, iters=30)
 
     def _ort(self, model_bytes: bytes, *inputs: torch.Tensor, iters: int = 20) -> float:
-        import onnxruntime as ort
+        from .backends import ort_session
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        sess = ort_session(model_bytes, self.threads, ["CPUExecutionProvider"])
         feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
         return _median(lambda: sess.run(None, feed), iters=iters)
 

@@ -41,7 +41,8 @@ from torch import nn
 from ..errors import PlanError
 from ..passes.gates import GatedModel
 from ..plan import Plan
-from .common import broadcast_, zero_optimizer_state_
+from ..train.distributed import broadcast_
+from .common import zero_optimizer_state_
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,6 @@ class ChannelEntries:
         self.params, self.names, self.axes = params, names, axes
         self.positions, self.slots, self.filters = positions, slots, filters
 
-    def __len__(self) -> int:
-        return len(self.params)
-
     def select(self, slot_mask: torch.Tensor, *, filters_only: bool = False):
         """(param, axis, positions) for the positions whose slot is set in ``slot_mask``."""
         for p, axis, pos, slot, is_filter in zip(self.params, self.axes, self.positions, self.slots, self.filters):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import average_
+
 log = logging.getLogger(__name__)
 
 Hook = Callable[[int, nn.Module], None]
@@ -58,24 +60,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | 
         for m, mom in zip(norms, saved):
             m.momentum = mom
         model.train(was)
-    _average_across_ranks(norms)
+    # under torch.distributed every rank saw its own shard: average so that all ranks hold the same
+    # model (the variance becomes the mean of per-rank variances: exact up to the spread of shard means)
+    average_(*[t for m in norms for t in (m.running_mean, m.running_var) if t is not None])
     return used
-
-
-def _average_across_ranks(norms: list[nn.Module]) -> None:
-    """Under torch.distributed every rank saw its own shard: average the statistics so that all
-    ranks hold the same model (mean of per-rank means; the variance is the mean of per-rank
-    variances, exact for equal shards up to the spread of the shard means)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    world = dist.get_world_size()
-    for m in norms:
-        for t in (m.running_mean, m.running_var):
-            if t is not None:
-                dist.all_reduce(t)
-                t.div_(world)
 
 
 def fit(model: nn.Module, loader: Iterable[Any], *, epochs: int, lr: float = 0.1, momentum: float = 0.9,

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import PlanError
+from .distributed import distributed
 from .loop import accuracy, fit, recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,7 @@ class MethodConfig:
 
 
 def _wrap(model: nn.Module) -> nn.Module:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return nn.parallel.DistributedDataParallel(model)
-    return model
+    return nn.parallel.DistributedDataParallel(model) if distributed() else model
 
 
 def run_method(cfg: MethodConfig, model: nn.Module, example_inputs: Any, train: Iterable[Any],

@@ -64,11 +64,6 @@ def test_fp16_export_has_half_weights_and_io_and_close_outputs(tmp_path):
     assert next(small.parameters()).dtype == torch.float32  # the caller's model stays fp32
 
 
-class _NotExportable(nn.Module):
-    def forward(self, x):
-        return torch.from_numpy(x.numpy() * 2)  # leaves torch: neither exporter can follow it
-
-
 def test_dynamo_failure_falls_back_or_is_named(tmp_path):
     class Both(nn.Module):
         def forward(self, x):
