@@ -449,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", required=True, help="output directory (result.json, model.fxp)")
     tr.set_defaults(func=cmd_train)
+
+    from .cli_models import add_parsers
+
+    add_parsers(sub)
     return p
 
 
