@@ -77,7 +77,12 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
     net = artnet.ArtNet(transform=args.transform, alpha=args.alpha, encoder_weights=args.encoder_weights,
                         decoder_weights=args.decoder_weights, max_patches=args.max_patches)
     if args.zero_prune:
-        net = artnet.zero_channel_prune(net, [(content, style)], example=(content, style)).model
+        from .methods import zero_channel_prune
+
+        z = zero_channel_prune(net, [((content, style), None)])
+        console.print(f"zero-channel pruning removed {z.removed} of {z.prunable} channels "
+                      f"(max |dense - pruned| {z.max_abs_error:.2g})")
+        net = z.model
     with torch.no_grad():
         out = net(content, style)
     artnet.save_image(out, args.output)
