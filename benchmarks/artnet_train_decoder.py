@@ -71,7 +71,7 @@ def main() -> int:
     A.save_image(torch.cat([held, rec.clamp(0, 1)], dim=3), out / f"reconstruction_{args.heldout}.png")
     ckpt = out / "artnet_decoder.pt"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, ckpt)
-    log = {"command": " ".join(sys.argv), "train_images": names, "heldout": args.heldout, "steps": args.steps,
+    log = {"command": " ".join(["benchmarks/artnet_train_decoder.py", *sys.argv[1:]]), "train_images": names, "heldout": args.heldout, "steps": args.steps,
            "batch": args.batch, "crop": args.crop, "lr": args.lr, "perceptual": args.perceptual, "cut": args.cut,
            "seconds": seconds, "heldout_psnr_db_before": before, "heldout_psnr_db_after": after,
            "loss_first_50": sum(h["loss"] for h in hist[:50]) / max(1, len(hist[:50])),

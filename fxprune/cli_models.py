@@ -74,8 +74,11 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
     t0 = time.perf_counter()
     content = artnet.load_image(args.content, size=args.size)
     style = artnet.load_image(args.style, size=args.style_size or args.size)
+    decoder = args.decoder_weights
+    if decoder is None and args.encoder_weights is None and artnet.default_decoder_weights() is not None:
+        decoder = "bundled"  # trained for the seeded encoder: not for other encoder weights
     net = artnet.ArtNet(transform=args.transform, alpha=args.alpha, encoder_weights=args.encoder_weights,
-                        decoder_weights=args.decoder_weights, max_patches=args.max_patches)
+                        decoder_weights=decoder, max_patches=args.max_patches)
     if args.zero_prune:
         from .methods import zero_channel_prune
 
@@ -88,8 +91,9 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
     artnet.save_image(out, args.output)
     console.print(f"wrote {args.output} ({out.shape[-1]}x{out.shape[-2]}, transform {args.transform}, "
                   f"{time.perf_counter() - t0:.1f} s)")
-    if args.decoder_weights is None and artnet.default_decoder_weights() is None:
-        console.print("[yellow]note:[/yellow] no trained decoder found; the output comes from random weights")
+    if decoder is None:
+        console.print("[yellow]note:[/yellow] no decoder trained for this encoder (--decoder-weights); the "
+                      "output comes from a random decoder")
     return 0
 
 

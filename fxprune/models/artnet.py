@@ -353,6 +353,14 @@ class StyleTransferNet(nn.Module):
     def __init__(self, encoder: nn.Module, transform: FeatureTransform, decoder: nn.Module) -> None:
         super().__init__()
         self.encoder, self.transform, self.decoder = encoder, transform, decoder
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> StyleTransferNet:
+        """The encoder is a frozen feature extractor: its batch norms always use their running
+        statistics (``train()`` only switches the decoder)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         out = self.decoder(self.transform(self.encoder(content), self.encoder(style)))

@@ -198,3 +198,17 @@ def test_stylize_cli(tmp_path):
 
     assert Image.open(out).size == (64, 64)
     assert main(["stylize", "missing.png", "--size", "64", "-o", str(out)]) == 2
+
+
+def test_encoder_stays_in_eval_mode():
+    """Bug: a freshly built ArtNet was in train mode, so its encoder's batch norms used batch
+    statistics (and updated the running ones): the bundled decoder then produced a white image."""
+    net = ArtNet()
+    stats = net.encoder.layers.conv1.bn.running_mean.clone()
+    c, s = _pair(64)
+    with torch.no_grad():
+        a = net(c, s)
+        net.train()
+        b = net(c, s)
+    assert not net.encoder.training and net.decoder.training
+    assert torch.equal(stats, net.encoder.layers.conv1.bn.running_mean) and torch.allclose(a, b)
