@@ -91,6 +91,9 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--decoder-weights", help="ArtNet checkpoint (default: the bundled one, else random)")
+    p.add_argument("--encoder-weights", help="local torchvision GoogLeNet checkpoint (then the bundled decoder, "
+                                             "trained for the seeded encoder, is not used)")
+    p.add_argument("--vgg-weights", help="local torchvision VGG-19 checkpoint for the baseline")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU)")
     p.add_argument("--json", help="write the results here (and a .md table beside it)")
     args = p.parse_args()
@@ -99,8 +102,9 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         console.print("[red]error:[/red] --device cuda but torch sees no CUDA device")
         return 2
-    weights = args.decoder_weights or A.default_decoder_weights()
-    dense = A.ArtNet(args.transform, decoder_weights=weights, max_patches=args.max_patches).eval()
+    weights = args.decoder_weights or (A.default_decoder_weights() if args.encoder_weights is None else None)
+    dense = A.ArtNet(args.transform, decoder_weights=weights, encoder_weights=args.encoder_weights,
+                     max_patches=args.max_patches).eval()
     calib = [(pair(PAIRS[i % len(PAIRS)], args.calib_size), None) for i in range(args.calib)]
     example = pair(PAIRS[0], 64)
     t0 = time.perf_counter()
@@ -111,7 +115,7 @@ def main() -> int:
         for sp in (0.3, 0.5):
             models[f"ArtNet zero + {crit} {int(sp * 100)}%"] = fxprune.compile(
                 zero.model, fxprune.Plan(sparsity=sp, criterion=crit), example)
-    models["VGG-19 AdaIN (baseline)"] = A.VGGAdaIN().eval()
+    models["VGG-19 AdaIN (baseline)"] = A.VGGAdaIN(weights=args.vgg_weights).eval()
     bench_inputs = pair(PAIRS[0], args.size)
     # exactness of zero-channel pruning away from its calibration data, at the benchmark size
     held_err = held_ref = 0.0
@@ -141,7 +145,8 @@ def main() -> int:
         "format": "fxprune.artnet_fps/1", "command": " ".join(["benchmarks/artnet_fps.py", *sys.argv[1:]]),
         "device": args.device, "device_name": dev_name, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "size": args.size, "batch": 1, "transform": args.transform, "max_patches": args.max_patches,
-        "weights": str(weights) if weights else "random (seeded)", "variants": variants,
+        "weights": str(weights) if weights else "random (seeded)", "encoder_weights": args.encoder_weights,
+        "variants": variants,
         "zero_channel": {**zero.to_dict(), "calibration_pairs": args.calib, "calibration_size": args.calib_size,
                          "seconds": zero_seconds, "heldout_max_abs_error": held_err,
                          "heldout_max_abs_output": held_ref, "heldout_size": args.size},

@@ -83,8 +83,14 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
         from .methods import zero_channel_prune
 
         z = zero_channel_prune(net, [((content, style), None)])
-        console.print(f"zero-channel pruning removed {z.removed} of {z.prunable} channels "
-                      f"(max |dense - pruned| {z.max_abs_error:.2g})")
+        t = Table(title=f"zero channels on this content/style pair: {z.removed} of {z.prunable}, "
+                        f"max |dense - pruned| {z.max_abs_error:.2g}")
+        for col in ("layer", "zero", "channels"):
+            t.add_column(col, justify="left" if col == "layer" else "right")
+        for layer in z.layers:
+            if layer["zero"]:
+                t.add_row(", ".join(layer["modules"]), str(layer["zero"]), str(layer["channels"]))
+        console.print(t)
         net = z.model
     with torch.no_grad():
         out = net(content, style)

@@ -20,6 +20,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
 from .channels import node_shape, submodule
+from .rules.aligned import ChannelAligned
 from .rules.contract import parse_einsum
 
 Shape = tuple[int, ...]
@@ -91,6 +92,9 @@ def node_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None], module_of:
             return _prod(out) * m.in_features
         if isinstance(m, nn.MultiheadAttention):
             return _mha_macs(m, [shape_of(a) for a in node.args[:3]])
+        if isinstance(m, ChannelAligned):
+            shapes = [shape_of(a) for a in node.args if isinstance(a, fx.Node)]
+            return int(sum(base for base, _ in m.macs_terms(shapes)))
         return 0
     if node.op not in ("call_function", "call_method") or out is None:
         return 0

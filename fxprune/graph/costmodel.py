@@ -26,6 +26,7 @@ from torch import fx, nn
 from .channels import FACTORS, ChannelGraph, node_shape, submodule
 from .cost import _measured_macs, node_macs
 from .factors import Factor, factor_on
+from .rules.aligned import ChannelAligned
 
 _CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                 nn.Linear)
@@ -142,6 +143,11 @@ def macs_model(cg: ChannelGraph, gm: fx.GraphModule) -> CostModel:
                 name = cg.canonical(f"{t}.weight")
                 axes = [cg.param_axes[(name, a)] for a in range(m.weight.ndim) if (name, a) in cg.param_axes]
                 terms.append((base, axes))
+            elif isinstance(m, ChannelAligned):  # base * (kept fraction of its channels) ** degree
+                channel = [f.ids for f in _factors(node) if f.axes == (1,)]
+                shapes = [node_shape(a) for a in node.args if isinstance(a, fx.Node)]
+                for b, degree in m.macs_terms(shapes):
+                    terms.append((b, channel * degree))
             else:  # attention modules: their channels are pinned by their rule
                 constant += base
         elif t in _FUNCTIONAL_WEIGHT:

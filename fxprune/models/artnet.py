@@ -297,6 +297,19 @@ class FeatureTransform(ChannelAligned):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
+    def macs_terms(self, shapes: Sequence[tuple[int, ...] | None]) -> list[tuple[float, int]]:
+        """MACs of the matmuls and convolutions (what FlopCounterMode counts; eigendecompositions
+        are not counted) at full rank with every channel live, by degree in the channel count."""
+        if len(shapes) < 2 or shapes[0] is None or shapes[1] is None:
+            return []
+        c, s = shapes[0], shapes[1]
+        n, C = c[0], c[1]
+        P, Q = math.prod(c[2:]), math.prod(s[2:])
+        return [(n * base, degree) for base, degree in self.sample_terms(C, P, Q, tuple(s[2:])) if base]
+
+    def sample_terms(self, C: int, P: int, Q: int, style_hw: tuple[int, ...]) -> list[tuple[float, int]]:
+        return []
+
 
 class AdaIN(FeatureTransform):
     """Adaptive instance normalisation: per channel, content standardised, style mean/std."""
@@ -319,6 +332,10 @@ class WCT(FeatureTransform):
         super().__init__(alpha)
         self.eps = eps
 
+    def sample_terms(self, C: int, P: int, Q: int, style_hw: tuple[int, ...]) -> list[tuple[float, int]]:
+        # content covariance + whitening (2 matmuls), style covariance, colouring (2 matmuls)
+        return [(C * C * (5 * P + Q), 2)]
+
     def transfer(self, fc: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
         return Stats(fs.flatten(1), self.eps).colour(whiten(fc.flatten(1), self.eps)).view_as(fc)
 
@@ -336,6 +353,18 @@ class S2(FeatureTransform):
         ws = style.whiten(fs.flatten(1)).to(fs.dtype).view_as(fs)
         swapped = style_swap(wc, ws, self.patch, self.max_patches)
         return style.colour(swapped.flatten(1)).view_as(fc)
+
+    def sample_terms(self, C: int, P: int, Q: int, style_hw: tuple[int, ...]) -> list[tuple[float, int]]:
+        k = self.patch
+        hs, ws = style_hw[0] - k + 1, style_hw[1] - k + 1
+        if hs < 1 or ws < 1:
+            return []
+        stride = 1
+        while math.ceil(hs / stride) * math.ceil(ws / stride) > self.max_patches:
+            stride += 1
+        patches = math.ceil(hs / stride) * math.ceil(ws / stride)
+        # covariances and whitening of content and style, colouring: C^2 terms; patch matching: C
+        return [(C * C * (5 * P + 3 * Q), 2), (patches * C * k * k * P, 1)]
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, patch={self.patch}, max_patches={self.max_patches}"

@@ -212,3 +212,29 @@ def test_encoder_stays_in_eval_mode():
         b = net(c, s)
     assert not net.encoder.training and net.decoder.training
     assert torch.equal(stats, net.encoder.layers.conv1.bn.running_mean) and torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("kind", ["s2", "wct", "adain"])
+def test_transform_macs_match_flop_counter(kind):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = A.TRANSFORMS[kind](max_patches=20) if kind == "s2" else A.TRANSFORMS[kind]()
+    g = torch.Generator().manual_seed(0)
+    fc, fs = torch.rand(2, 16, 12, 10, generator=g) + 0.1, torch.rand(1, 16, 9, 11, generator=g) + 0.1
+    with FlopCounterMode(display=False) as counter:
+        t(fc, fs)
+    assert sum(b for b, _ in t.macs_terms([tuple(fc.shape), tuple(fs.shape)])) == counter.get_total_flops() // 2
+
+
+def test_flops_budget_counts_the_transform():
+    """The S² transform is most of ArtNet's cost: a MACs budget must see it (it did not, before
+    channel-aligned modules declared their MACs: the report counted only the convolutions)."""
+    net = ArtNet().eval()
+    c, s = A.load_image("skimage:astronaut", 96), A.load_image("skimage:coffee", 96)
+    dense = fxprune.compile(net, fxprune.Plan(sparsity=0.0), (c, s))
+    r0 = fxprune.report(dense)
+    transform = sum(b for b, _ in net.transform.macs_terms([tuple(net.encoder(c).shape), tuple(net.encoder(s).shape)]))
+    assert transform > 0.2 * r0.macs_before
+    small = fxprune.compile(net, fxprune.Plan(flops=0.5, scope="global"), (c, s))
+    r = fxprune.report(small)
+    assert 0.47 <= r.macs_after / r.macs_before <= 0.5

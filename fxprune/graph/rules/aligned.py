@@ -14,6 +14,7 @@ verification checks that on the example inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import fx, nn
@@ -50,8 +51,15 @@ _RULE = OpRule("channel_aligned", channel_aligned)
 
 class ChannelAligned(nn.Module):
     """Base class of channel-aligned modules (see the module docstring); subclasses register
-    themselves with the op registry."""
+    themselves with the op registry.
+
+    ``macs_terms(shapes)`` tells the cost counting what one forward costs: a list of ``(MACs at
+    these input shapes, degree)`` where the term scales as (kept fraction of the channels) **
+    degree (a matmul over channels x channels has degree 2). The default is no MACs."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         REGISTRY.register(_RULE, modules=[cls])
+
+    def macs_terms(self, shapes: Sequence[tuple[int, ...] | None]) -> list[tuple[float, int]]:
+        return []
