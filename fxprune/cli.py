@@ -17,7 +17,7 @@ from rich.table import Table
 from . import compile as fx_compile
 from . import report as get_report
 from . import save
-from .errors import FxPruneError
+from .errors import FxPruneError, PlanError
 from .models import get_model
 from .plan import Plan
 
@@ -93,6 +93,13 @@ def _calibration(kind: str, shape: tuple[int, ...], batches: int, seed: int):
     """Calibration batches for data-driven criteria: digits resized to the model's input, or none."""
     if kind == "none":
         return None
+    if kind == "skeleton":
+        from .data.skeleton import synthetic_infant_movements
+
+        if len(shape) != 4 or shape[1] != 3 or shape[3] != 18:
+            raise PlanError(f"--data skeleton gives N x 3 x T x 18 pose sequences; the model's input shape is "
+                            f"{tuple(shape)} (use --data digits for image models)")
+        return synthetic_infant_movements(32 * batches, frames=shape[2], seed=seed).batches(32)[:batches]
     import torch.nn.functional as F
 
     from .data import digits_loaders
@@ -375,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("prune", help="prune a model and write it, its plan and resolution")
     _add_model_options(pr, plan_file=False)
-    pr.add_argument("--data", choices=["none", "digits"], default="none",
+    pr.add_argument("--data", choices=["none", "digits", "skeleton"], default="none",
                     help="calibration data for data-driven criteria (taylor, zero_channel, attention)")
     pr.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
     pr.add_argument("--min-channels", type=int, default=1)
@@ -390,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--weights", help="local state-dict file to load into the model")
     an.add_argument("--criteria", nargs="+", default=["l1", "l2", "fpgm", "bn_scale", "taylor"])
     an.add_argument("--sparsity", type=float, default=0.5, help="pruning ratio for pruned sets and thresholds")
-    an.add_argument("--data", choices=["none", "digits"], default="none",
+    an.add_argument("--data", choices=["none", "digits", "skeleton"], default="none",
                     help="calibration data for data-driven criteria (taylor): scikit-learn digits, resized")
     an.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
     an.add_argument("--band", type=float, default=0.05, help="near-threshold band, relative to the threshold")

@@ -188,13 +188,21 @@ def _graph_from_spec(spec: list[dict[str, Any]], trusted: bool) -> fx.Graph:
 
 
 # ---- modules ----------------------------------------------------------------------------------
+def _is_aligned(cls: Any) -> bool:
+    """fxprune's own channel-aligned modules (style transforms) are stored as data like torch.nn
+    layers: their class comes from the installed fxprune, their attributes from the file."""
+    from .graph.rules.aligned import ChannelAligned
+
+    return isinstance(cls, type) and issubclass(cls, ChannelAligned) and cls.__module__.startswith("fxprune.")
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     cls = type(m)
-    if not cls.__module__.startswith(_SAFE_MODULE_PREFIXES) and cls is not nn.Module:
+    if not cls.__module__.startswith(_SAFE_MODULE_PREFIXES) and cls is not nn.Module and not _is_aligned(cls):
         buf = io.BytesIO()
         torch.save(m, buf)
         key = f"{prefix}#pickle"
@@ -236,7 +244,9 @@ def _module_from_spec(spec: dict[str, Any], tensors: dict[str, torch.Tensor], tr
                 f"the file holds a custom module of type {mod_name}.{qual}, stored pickled; loading it runs code. "
                 "Pass trusted=True if you trust the file.")
         return torch.load(io.BytesIO(tensors[spec["pickled"]].numpy().tobytes()), weights_only=False)
-    if not (mod_name + ".").startswith(_SAFE_MODULE_PREFIXES) and f"{mod_name}.{qual}" != "torch.nn.modules.module.Module":
+    aligned = mod_name.startswith("fxprune.") and _is_aligned(_import(mod_name, qual))
+    if not (mod_name + ".").startswith(_SAFE_MODULE_PREFIXES) and f"{mod_name}.{qual}" != "torch.nn.modules.module.Module" \
+            and not aligned:
         if not trusted:
             raise SerializationError(f"module type {mod_name}.{qual} is outside torch.nn / torchvision.ops")
     cls = _import(mod_name, qual)

@@ -1,4 +1,5 @@
-"""Model specs resolved in one place: ``torchvision:resnet50``, ``cifar:resnet56``.
+"""Model specs resolved in one place: ``torchvision:resnet50``, ``cifar:resnet56``,
+``skeleton:cp_attention`` (N x 3 x 64 x 18 pose sequences).
 
 Weights are never downloaded: torchvision models are built with ``weights=None``; pass a local
 state-dict file to load trained weights.
@@ -45,6 +46,15 @@ def _cifar(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     if name not in MODELS:
         raise PlanError(f"no CIFAR model {name!r}; available: {sorted(MODELS)}")
     return MODELS[name](), (1, 3, 32, 32)
+
+
+@register_zoo("skeleton")
+def _skeleton(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    from .cp_attention import CPAttentionNet
+
+    if name != "cp_attention":
+        raise PlanError(f"no skeleton model {name!r}; available: ['cp_attention']")
+    return CPAttentionNet(), (1, 3, 64, 18)
 
 
 def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:

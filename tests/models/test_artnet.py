@@ -238,3 +238,28 @@ def test_flops_budget_counts_the_transform():
     small = fxprune.compile(net, fxprune.Plan(flops=0.5, scope="global"), (c, s))
     r = fxprune.report(small)
     assert 0.47 <= r.macs_after / r.macs_before <= 0.5
+
+
+def test_pruned_artnet_saves_and_loads_without_trust(tmp_path, net):
+    c, s = _pair(64)
+    z = zero_channel_prune(net, [((c, s), None)])
+    fxprune.save(z.model, tmp_path / "z.fxp")
+    again = fxprune.load(tmp_path / "z.fxp")  # the S2 module is stored as data (fxprune's own class)
+    with torch.no_grad():
+        assert torch.equal(again(c, s), z.model(c, s))
+    assert isinstance(again.transform, A.S2) and again.transform.max_patches == net.transform.max_patches
+
+
+class _UserTransform(A.AdaIN):  # a channel-aligned module from outside fxprune
+    pass
+
+
+def test_user_channel_aligned_modules_still_need_trust(tmp_path):
+    from fxprune.errors import SerializationError
+
+    net = A.StyleTransferNet(A.GoogLeNetEncoder("conv3"), _UserTransform(), A.mirror_decoder(A.GoogLeNetEncoder("conv3").stages)).eval()
+    small = fxprune.compile(net, fxprune.Plan(sparsity=0.5), _pair(32))
+    fxprune.save(small, tmp_path / "u.fxp")
+    with pytest.raises(SerializationError, match="loading it runs code"):
+        fxprune.load(tmp_path / "u.fxp")
+    assert isinstance(fxprune.load(tmp_path / "u.fxp", trusted=True).transform, _UserTransform)

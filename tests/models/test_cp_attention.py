@@ -126,3 +126,14 @@ def test_explain_joints_cli(tmp_path):
     rc = main(["explain-joints", "--samples", "240", "--weights", str(tmp_path / "model.pt"), "--out", str(tmp_path / "b")])
     rec2 = json.loads((tmp_path / "b" / "joints.json").read_text())
     assert rc == 0 and rec2["joints"] == rec["joints"]
+
+
+def test_prune_cli_with_skeleton_model_and_data(tmp_path):
+    from fxprune.cli import main
+
+    assert main(["prune", "--model", "skeleton:cp_attention", "--criterion", "attention", "--data", "skeleton",
+                 "--out", str(tmp_path)]) == 0
+    assert fxprune.load(tmp_path / "model.fxp")(torch.randn(2, 3, 64, 18)).shape == (2, 2)
+    # image model + skeleton data: a named error, not a traceback
+    assert main(["prune", "--model", "torchvision:resnet18", "--criterion", "taylor", "--data", "skeleton",
+                 "--out", str(tmp_path / "r")]) == 2
