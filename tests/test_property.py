@@ -2,7 +2,8 @@
 model (compile verifies and raises otherwise), is no larger, and runs in train mode too.
 
 Architectures mix residual adds, concatenation, split/chunk, depthwise and grouped convolutions,
-squeeze-excitation multiplications, channel shuffle and a flatten -> linear head."""
+squeeze-excitation multiplications, channel shuffle, a channel-aligned module with two inputs
+(AdaIN of the block input by a branch's statistics) and a flatten -> linear head."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 import fxprune
 from tests.conftest import assert_unchanged, randomize, snapshot
 
-KINDS = ["conv", "residual", "cat", "split", "chunk", "depthwise", "grouped", "se", "shuffle"]
+KINDS = ["conv", "residual", "cat", "split", "chunk", "depthwise", "grouped", "se", "shuffle", "aligned"]
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
@@ -59,6 +60,11 @@ class Block(nn.Module):
         elif kind == "shuffle":
             self.groups = 2
             self.out = c
+        elif kind == "aligned":
+            from fxprune.models.artnet import AdaIN
+
+            self.f, self.t = conv_bn(c, c, 1), AdaIN(alpha=draw(st.sampled_from([0.5, 1.0])))
+            self.out = c
 
     def forward(self, x):
         k = self.kind
@@ -76,6 +82,8 @@ class Block(nn.Module):
             return a * torch.sigmoid(b)
         if k == "se":
             return x * torch.sigmoid(self.g(F.relu(self.f(F.adaptive_avg_pool2d(x, 1)))))
+        if k == "aligned":
+            return self.t(x, self.f(x))
         if k == "shuffle":
             n, c, h, w = x.size()
             return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
