@@ -229,18 +229,23 @@ def colour(w: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Ten
     return Stats(style, eps).colour(w)
 
 
-def style_patches(s: torch.Tensor, patch: int = 3, max_patches: int = 1024) -> torch.Tensor:
-    """``patch`` x ``patch`` patches of ``s`` (C x Hs x Ws) as K x C x patch x patch, taken with the
-    smallest stride that gives at most ``max_patches``."""
-    C = s.shape[0]
-    hs, ws = s.shape[1] - patch + 1, s.shape[2] - patch + 1
+def patch_grid(hw: Sequence[int], patch: int, max_patches: int) -> tuple[int, int]:
+    """(stride, number of patches): the smallest stride that gives at most ``max_patches``
+    ``patch`` x ``patch`` patches of an ``hw`` map."""
+    hs, ws = hw[0] - patch + 1, hw[1] - patch + 1
     if hs < 1 or ws < 1:
-        raise PlanError(f"style features {tuple(s.shape[1:])} are smaller than the {patch}x{patch} swap patch; "
+        raise PlanError(f"style features {tuple(hw)} are smaller than the {patch}x{patch} swap patch; "
                         "use a larger style image")
     stride = 1
     while math.ceil(hs / stride) * math.ceil(ws / stride) > max_patches:
         stride += 1
-    return F.unfold(s[None], patch, stride=stride)[0].T.reshape(-1, C, patch, patch)
+    return stride, math.ceil(hs / stride) * math.ceil(ws / stride)
+
+
+def style_patches(s: torch.Tensor, patch: int = 3, max_patches: int = 1024) -> torch.Tensor:
+    """``patch`` x ``patch`` patches of ``s`` (C x Hs x Ws) as K x C x patch x patch (``patch_grid``)."""
+    stride, _ = patch_grid(s.shape[1:], patch, max_patches)
+    return F.unfold(s[None], patch, stride=stride)[0].T.reshape(-1, s.shape[0], patch, patch)
 
 
 def match_patches(c: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
@@ -356,13 +361,9 @@ class S2(FeatureTransform):
 
     def sample_terms(self, C: int, P: int, Q: int, style_hw: tuple[int, ...]) -> list[tuple[float, int]]:
         k = self.patch
-        hs, ws = style_hw[0] - k + 1, style_hw[1] - k + 1
-        if hs < 1 or ws < 1:
+        if style_hw[0] < k or style_hw[1] < k:
             return []
-        stride = 1
-        while math.ceil(hs / stride) * math.ceil(ws / stride) > self.max_patches:
-            stride += 1
-        patches = math.ceil(hs / stride) * math.ceil(ws / stride)
+        _, patches = patch_grid(style_hw, k, self.max_patches)
         # covariances and whitening of content and style, colouring: C^2 terms; patch matching: C
         return [(C * C * (5 * P + 3 * Q), 2), (patches * C * k * k * P, 1)]
 
