@@ -57,7 +57,9 @@ def plot_skeleton(importance: np.ndarray, path: str | Path, *, joints: Sequence[
         for j in planted:
             ax.scatter(REST[j, 0], REST[j, 1], s=900, facecolors="none", edgecolors="tab:blue", lw=2, zorder=3)
         for j, name in enumerate(joints):
-            ax.annotate(name, REST[j], textcoords="offset points", xytext=(8, -3), fontsize=7)
+            ax.annotate(name, REST[j], textcoords="offset points", xytext=(8 + 12 * norm[j], -3), fontsize=7)
+        ax.set_xlim(REST[:, 0].min() - 0.25, REST[:, 0].max() + 0.55)  # room for the labels
+        ax.set_ylim(REST[:, 1].min() - 0.2, REST[:, 1].max() + 0.2)
         ax.invert_yaxis()
         ax.set_aspect("equal")
         ax.axis("off")
