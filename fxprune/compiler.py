@@ -126,7 +126,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             rtol: float | None = None,
             leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
             calibration_data: Any = None, calibration_loss: Any = None,
-            registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
+            registry: OpRegistry = REGISTRY, analysis: Analysis | None = None) -> PrunedGraphModule:
     """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
     smaller module. The caller's model is never modified.
 
@@ -138,10 +138,14 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     Criteria that read activations (``taylor``, ``zero_channel``, ``attention``) take
     ``calibration_data``: an iterable of batches, each an input tensor or ``(inputs, targets)``;
     ``calibration_loss(output, targets)`` overrides taylor's default loss (cross-entropy for
-    integer targets, MSE for float targets)."""
+    integer targets, MSE for float targets). ``analysis``: the result of ``analyse(model, ...)``
+    when the caller already has it (not traced again; its example inputs are the ones verified)."""
     if plan is not None and not isinstance(plan, Plan):
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
-    a = analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args, registry=registry)
+    if analysis is not None and analysis.model is not model:
+        raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
+    a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
+                            registry=registry)
     if resolution is None:
         resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
                              calibration_loss=calibration_loss)

@@ -130,3 +130,18 @@ def test_low_precision_models_verify_with_dtype_tolerances():
         small = fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 3, 64, 64, dtype=dtype),))
         assert small.conv1.weight.dtype == dtype and fxprune.report(small).max_abs_error is not None
         assert_unchanged(m, before)
+
+
+def test_compile_with_an_analysis_of_another_model_is_refused():
+    import torchvision
+
+    from fxprune.compiler import analyse
+    from fxprune.errors import PlanError
+
+    a, b = torchvision.models.resnet18().eval(), torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    an = analyse(a, x)
+    with pytest.raises(PlanError, match="made for another model"):
+        fxprune.compile(b, fxprune.Plan(sparsity=0.5), analysis=an)
+    small = fxprune.compile(a, fxprune.Plan(sparsity=0.5), analysis=an)  # no second trace
+    assert fxprune.report(small).max_abs_error is not None

@@ -86,7 +86,7 @@ def zero_channel_prune(model: nn.Module, calibration_data: Iterable[Any], exampl
         keep[g.index] = np.nonzero(k)[0].tolist()
     _keep_every_tensor_nonempty(a.cg, keep, scores)
     res = Resolution({g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in active})
-    small = fx_compile(model, example_inputs=example_inputs, resolution=res, verify=verify, **compile_kwargs)
+    small = fx_compile(model, resolution=res, verify=verify, analysis=a, **compile_kwargs)
     layers = [{"group": g.key, "modules": g.producer_modules, "channels": g.size,
                "zero": g.size - len(keep[g.index]),
                "max_activation_kept_min": float(scores[g.index][keep[g.index]].min())} for g in active]
