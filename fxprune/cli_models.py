@@ -13,7 +13,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 
-
 def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
     from . import Plan, compile as fx_compile, report, save
     from .analysis.joints import importance_record, plot_skeleton, write_importance

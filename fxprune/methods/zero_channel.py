@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,13 +41,11 @@ class ZeroChannelResult:
     batches: int
     macs_ratio: float
     params_ratio: float
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"removed": self.removed, "prunable": self.prunable, "max_abs_error": self.max_abs_error,
                 "max_abs_output": self.max_abs_output, "calibration_batches": self.batches,
-                "macs_ratio": self.macs_ratio, "params_ratio": self.params_ratio, "layers": self.layers,
-                "notes": self.notes}
+                "macs_ratio": self.macs_ratio, "params_ratio": self.params_ratio, "layers": self.layers}
 
 
 def _call(model: nn.Module, inputs: tuple[Any, ...]) -> torch.Tensor:
@@ -104,8 +102,8 @@ def zero_channel_prune(model: nn.Module, calibration_data: Iterable[Any], exampl
     from ..report import report
 
     r = report(small)
-    removed = sum(l["zero"] for l in layers)
+    removed, prunable = sum(l["zero"] for l in layers), sum(g.size for g in active)
     log.info("zero-channel pruning: %d of %d prunable channels are zero on %d calibration batches; "
-             "max |dense - pruned| = %.3g", removed, sum(g.size for g in active), len(batches), err)
-    return ZeroChannelResult(small, res, layers, removed, sum(g.size for g in active), err, ref, len(batches),
+             "max |dense - pruned| = %.3g", removed, prunable, len(batches), err)
+    return ZeroChannelResult(small, res, layers, removed, prunable, err, ref, len(batches),
                              r.macs_after / r.macs_before, r.params_after / r.params_before)

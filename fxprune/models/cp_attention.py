@@ -56,20 +56,21 @@ class ChannelAttention(nn.Module):
 
 class JointAttention(ChannelAttention):
     """Channel attention over the C·V joint-coordinate channels of an N x C x T x V sequence;
-    returns the gated sequence as N x (C·V) x T and keeps the last gate as N x C x V."""
+    returns (the gated sequence N x (C·V) x T, the gate N x (C·V) x 1) and keeps the last gate,
+    detached, as N x C x V."""
 
     def __init__(self, in_channels: int, joints: int, reduction: int = 2) -> None:
         super().__init__(in_channels * joints, reduction)
         self.in_channels, self.joints = in_channels, joints
         self.last: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, t, v = x.shape
         seq = x.permute(0, 1, 3, 2).reshape(n, c * v, t)
         a = self.gate(seq)
         if not _tracing():
             self.last = a.detach().reshape(n, c, v)
-        return seq * a
+        return seq * a, a
 
 
 class TemporalBlock(nn.Module):
@@ -106,9 +107,7 @@ class CPAttentionNet(nn.Module):
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x - x.mean(dim=2, keepdim=True)
-        h = self.blocks(self.input_bn(self.joint_attention(x)))
-        return self.classifier(self.dropout(h.mean(dim=2)))
+        return self.forward_with_gate(x)[0]
 
     @property
     def last_attention(self) -> torch.Tensor | None:
@@ -118,11 +117,8 @@ class CPAttentionNet(nn.Module):
     def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, joint-attention gate N x C·V x 1 with its gradient) — for training terms on
         the gate."""
-        x = x - x.mean(dim=2, keepdim=True)
-        n, c, t, v = x.shape
-        seq = x.permute(0, 1, 3, 2).reshape(n, c * v, t)
-        gate = self.joint_attention.gate(seq)
-        h = self.blocks(self.input_bn(seq * gate))
+        seq, gate = self.joint_attention(x - x.mean(dim=2, keepdim=True))
+        h = self.blocks(self.input_bn(seq))
         return self.classifier(self.dropout(h.mean(dim=2))), gate
 
 
