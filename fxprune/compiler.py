@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -22,7 +22,7 @@ from .graph.trace import TracedModel, propagate_shapes, trace
 from .module import REPORT_KEY, PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
-from .passes.verify import verify as verify_pass
+from .passes.verify import run_graph, verify as verify_pass
 from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
 from .report import BarrierReport, GroupReport, Report
@@ -52,6 +52,7 @@ class Analysis:
     traced: TracedModel
     cg: ChannelGraph
     timer: _Timer
+    notes: list[str] = field(default_factory=list)
 
     @property
     def module_names(self) -> set[str]:
@@ -70,8 +71,39 @@ def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,)
 
 
+def check_inputs(inputs: tuple[Any, ...]) -> None:
+    """Example inputs must be real data: non-empty, finite, not on the meta device (verification
+    on a NaN or an empty batch would pass whatever the pruned model computes)."""
+    for i, x in enumerate(torch.utils._pytree.tree_leaves(inputs)):
+        if not isinstance(x, torch.Tensor):
+            continue
+        if x.device.type == "meta":
+            raise PlanError(f"example input {i} is on the meta device; fxprune runs the model on real inputs")
+        if x.numel() == 0:
+            raise PlanError(f"example input {i} is empty (shape {tuple(x.shape)}); give at least one sample: "
+                            "verification on an empty batch proves nothing")
+        if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+            raise PlanError(f"example input {i} holds NaN or infinite values; verification on it would pass "
+                            "whatever the pruned model computes. Give finite inputs.")
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module fxprune prunes, and notes for the report: a ``torch.compile`` wrapper
+    (OptimizedModule) is replaced by the module it wraps."""
+    notes = []
+    orig = getattr(model, "_orig_mod", None)
+    if isinstance(orig, nn.Module) and type(model).__name__ == "OptimizedModule":
+        notes.append("the model was wrapped by torch.compile; fxprune pruned the wrapped module (`_orig_mod`). "
+                     "Call torch.compile on the pruned model to compile it again.")
+        model = orig
+    return model, notes
+
+
 def check_finite(model: nn.Module) -> None:
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.device.type == "meta":
+            raise ModelError(f"`{name}` is on the meta device (no data): fxprune runs the model to verify it. "
+                             "Materialise it first (model.to_empty(device='cpu') and load_state_dict).")
         # a sum is cheap and non-finite when any entry is (or on overflow: then look closely)
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t.detach().sum())) \
                 and not bool(torch.isfinite(t).all()):
@@ -84,8 +116,11 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     """Trace ``model`` (eval and train mode), propagate shapes, build its channel graph."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
+    model, notes = unwrap(model)
     inputs = _as_inputs(example_inputs)
+    check_inputs(inputs)
     check_finite(model)
+    _check_arity(model, inputs)
     timer = _Timer()
     with timer.stage("trace"):
         traced = trace(model, leaf_modules=leaf_modules, registry=registry, concrete_args=concrete_args)
@@ -94,7 +129,23 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     with timer.stage("analyse"):
         cg = analyze(traced.graph_modules, registry)
         cg.groups()
-    return Analysis(model, inputs, traced, cg, timer)
+    return Analysis(model, inputs, traced, cg, timer, notes)
+
+
+def _check_arity(model: nn.Module, inputs: tuple[Any, ...]) -> None:
+    import inspect
+
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return
+    params = list(sig.parameters.values())
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(inputs) > len(positional):
+        raise PlanError(f"{len(inputs)} example inputs given, but {type(model).__name__}.forward takes "
+                        f"{len(positional)} ({', '.join(p.name for p in positional)}); pass one tensor per argument")
 
 
 def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
@@ -104,7 +155,7 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     a = analysis or analyse(model, example_inputs, **trace_kwargs)
     with a.timer.stage("score"):
         return resolve_plan(plan or Plan(), a.cg, module_names=a.module_names, parameters=a.parameters,
-                            model=model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
+                            model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
 
 
 @contextmanager
@@ -142,7 +193,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     when the caller already has it (not traced again; its example inputs are the ones verified)."""
     if plan is not None and not isinstance(plan, Plan):
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
-    if analysis is not None and analysis.model is not model:
+    if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
                             registry=registry)
@@ -159,11 +210,11 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         small.training = model.training
     err = scale = None
     if verify:
-        d_atol, d_rtol = default_tolerance(a.inputs)
+        d_atol, d_rtol = default_tolerance(a.inputs)  # the second, random input: see second_input
         with timer.stage("verify"):
             err, scale = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
                                  d_rtol if rtol is None else rtol)
-    small.meta[REPORT_KEY] = _report(model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
+    small.meta[REPORT_KEY] = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
     small.meta["fxprune.resolution"] = resolution
     return small
 
@@ -193,16 +244,47 @@ def default_tolerance(inputs: tuple[Any, ...]) -> tuple[float, float]:
     return _TOLERANCE.get(worst, _TOLERANCE[torch.float32])
 
 
+VERIFY_SEED = 7
+
+
+def second_input(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The second verification input: every floating tensor replaced by seeded standard-normal
+    noise of the same shape and dtype scaled to the example's mean/std (integer, boolean and
+    non-tensor inputs are kept: they are usually indices). One unlucky example (all-equal
+    values, a ReLU-dead batch) then cannot hide a broken rewrite."""
+    g = torch.Generator().manual_seed(VERIFY_SEED)
+
+    def noise(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return x
+        ref = x.detach().double()
+        std = float(ref.std()) if ref.numel() > 1 else 1.0
+        z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        return (float(ref.mean()) + (std if std > 0 else 1.0) * z).to(dtype=x.dtype, device=x.device)
+
+    return torch.utils._pytree.tree_map(noise, inputs)
+
+
 def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, inputs: tuple[Any, ...],
             atol: float, rtol: float) -> tuple[float, float]:
-    cls = type(small)
-    err, scale = verify_pass(small, cls.forward_eval, small.graph, traced.eval_gm,
-                             insert_masks(traced.eval_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol, mode="eval")
+    """Verify every graph on the example inputs and on ``second_input(inputs)``."""
+    pairs = [(small.graph, traced.eval_gm, "eval")]
     if traced.train_gm is not None:
-        e2, s2 = verify_pass(small, cls.forward_train, small.train_graph, traced.train_gm,
-                             insert_masks(traced.train_gm, id_kept), inputs, id_kept, atol=atol, rtol=rtol,
-                             mode="train")
-        err, scale = max(err, e2), max(scale, s2)
+        pairs.append((small.train_graph, traced.train_gm, "train"))
+    err = scale = 0.0
+    extra = second_input(inputs)
+    for graph, dense, mode in pairs:
+        masked = insert_masks(dense, id_kept)
+        e, s = verify_pass(small, graph, dense, masked, inputs, id_kept, atol=atol, rtol=rtol, mode=mode)
+        err, scale = max(err, e), max(scale, s)
+        try:
+            run_graph(masked, masked.graph, extra)
+        except Exception as exc:  # noqa: BLE001 - the dense model itself rejects noise input: one check only
+            log.info("verification on a random input skipped (%s graph): the dense model fails on it: %s", mode, exc)
+            continue
+        e, s = verify_pass(small, graph, dense, masked, extra, id_kept, atol=atol, rtol=rtol,
+                           mode=f"{mode}, seeded random input")
+        err, scale = max(err, e), max(scale, s)
     return err, scale
 
 
@@ -226,7 +308,7 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
             barriers[key].channels += n
         elif n:
             barriers[key] = BarrierReport(b.node, b.op, b.reason, n)
-    notes = []
+    notes = list(a.notes)
     if not any(g.prunable for g in groups):
         notes.append("no prunable channel group: every channel is pinned (see barriers); the model is unchanged")
     elif resolution.pruned_count == 0:

@@ -102,7 +102,14 @@ class Plan:
             raise PlanError(f"max_sparsity must be in (0, 1], got {self.max_sparsity!r}")
         if isinstance(self.ignore, str):
             raise PlanError("ignore takes a list of module names, not a single string")
-        object.__setattr__(self, "ignore", tuple(self.ignore))
+        try:
+            ignore = tuple(self.ignore)
+        except TypeError:
+            raise PlanError(f"ignore takes a list of module names, got {type(self.ignore).__name__}") from None
+        bad = [x for x in ignore if not isinstance(x, str) or not x]
+        if bad:
+            raise PlanError(f"ignore takes module names (non-empty strings such as 'layer4.1.conv2'), got {bad[0]!r}")
+        object.__setattr__(self, "ignore", ignore)
         object.__setattr__(self, "overrides", dict(self.overrides))
         for name, value in self.overrides.items():
             _check_fraction(f"overrides[{name!r}]", value)

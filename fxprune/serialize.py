@@ -1,11 +1,20 @@
 """Save / load pruned models without executing code from the file.
 
-A ``.fxp`` file is ``torch.save({"format", "spec", "tensors"})``: ``spec`` is JSON text holding
-the graphs as data (ops named by qualified name, resolved only inside torch, operator, math and
-torchvision.ops), the leaf modules as (class, attributes) with classes from ``torch.nn`` and
-``torchvision.ops``, the report and the resolution; ``tensors`` are the weights. It is read with
-``torch.load(weights_only=True)``, so nothing in it is unpickled as code. A module or function
-outside those namespaces (a custom leaf) is stored pickled and needs ``load(path, trusted=True)``.
+A ``.fxp`` file is ``torch.save({"format", "spec", "tensors"})``: ``spec`` is JSON text holding the
+graphs as data, the leaf modules as (class, attributes), the report and the resolution; ``tensors``
+are the weights. It is read with ``torch.load(weights_only=True)``, so nothing is unpickled as code.
+
+What ``load(path)`` (``trusted=False``) guarantees: before any code is generated, every name that
+reaches the generated ``forward`` source is checked against a strict grammar (identifiers; dotted
+paths of ``[A-Za-z0-9_]+`` without dunders), every called function is looked up in an explicit
+table of tensor ops (``fxprune.safelist``: torch, ``torch.nn.functional``, ``operator`` arithmetic,
+``math``, ``torchvision.ops``) by its exact name — nothing is imported or traversed from a name in
+the file —, every method call must be a tensor method from an allow-list, attribute reads a short
+list (``shape``, ``dtype``, ...), and module classes come from an allow-list (``torch.nn``,
+``torchvision.ops``, parametrizations, fxprune's channel-aligned modules) and are built without
+running their ``__init__``. Any violation, and any corrupt file, raises ``SerializationError``
+naming what was refused. A custom module or function is stored pickled / by import path and is only
+loaded with ``trusted=True`` — which runs code from the file, like ``torch.load``.
 """
 
 from __future__ import annotations
@@ -14,22 +23,21 @@ import collections
 import importlib
 import io
 import json
-import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from . import safelist
 from .errors import SerializationError
 
-log = logging.getLogger(__name__)
-
 FORMAT = "fxprune.model/1"
-_SAFE_MODULE_PREFIXES = ("torch.nn.", "torchvision.ops.")
-_SAFE_BUILTINS = {"getattr": getattr}
+_NODE_OPS = ("placeholder", "get_attr", "call_function", "call_module", "call_method", "output")
 _SKIP_ATTRS = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
+_OUTPUT_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 # ---- values -----------------------------------------------------------------------------------
@@ -66,102 +74,106 @@ def _enc(v: Any, names: dict[fx.Node, str] | None = None) -> Any:
 def _dec(v: Any, nodes: dict[str, fx.Node] | None = None) -> Any:
     if isinstance(v, list):
         return [_dec(x, nodes) for x in v]
-    if not isinstance(v, dict):
+    if v is None or isinstance(v, (bool, int, float, str)):
         return v
+    if not isinstance(v, dict) or len(v) == 0:
+        raise SerializationError(f"unknown value encoding {v!r:.80}")
     if "node" in v:
+        if nodes is None or not isinstance(v["node"], str) or v["node"] not in nodes:
+            raise SerializationError(f"reference to node {v['node']!r:.60} that is not defined before it")
         return nodes[v["node"]]
     if "float" in v:
+        if v["float"] not in ("inf", "-inf", "nan"):
+            raise SerializationError(f"bad float encoding {v['float']!r:.60}")
         return float(v["float"])
     if "namedtuple" in v:
-        return collections.namedtuple(v["namedtuple"], v["fields"])(*[_dec(x, nodes) for x in v["items"]])
+        name, fields = v["namedtuple"], v["fields"]
+        if not (safelist.is_identifier(name) and isinstance(fields, list)
+                and all(safelist.is_identifier(f) and not f.startswith("_") for f in fields)):
+            raise SerializationError(f"bad namedtuple name or fields {name!r:.60}")
+        return collections.namedtuple(name, fields)(*[_dec(x, nodes) for x in v["items"]])
     if "tuple" in v:
-        return tuple(_dec(x, nodes) for x in v["tuple"])
+        return tuple(_dec(x, nodes) for x in _list(v["tuple"]))
     if "dict" in v:
-        return {_dec(k, nodes): _dec(x, nodes) for k, x in v["dict"]}
+        return {_dec(k, nodes): _dec(x, nodes) for k, x in _list(v["dict"])}
     if "slice" in v:
-        return slice(*[_dec(x, nodes) for x in v["slice"]])
+        parts = _list(v["slice"])
+        if len(parts) != 3:
+            raise SerializationError("bad slice encoding")
+        return slice(*[_dec(x, nodes) for x in parts])
     if "ellipsis" in v:
         return Ellipsis
     for key, kind in (("dtype", torch.dtype), ("memory_format", torch.memory_format), ("layout", torch.layout)):
         if key in v:
-            obj = getattr(torch, v[key], None)
+            obj = getattr(torch, v[key], None) if safelist.is_identifier(v[key]) else None
             if not isinstance(obj, kind):
-                raise SerializationError(f"unknown {key} {v[key]!r}")
+                raise SerializationError(f"unknown {key} {v[key]!r:.60}")
             return obj
-    if "device" in v:
-        return torch.device(v["device"])
-    raise SerializationError(f"unknown value encoding {v!r}")
+    if "device" in v and isinstance(v["device"], str):
+        try:
+            return torch.device(v["device"])
+        except RuntimeError:
+            raise SerializationError(f"unknown device {v['device']!r:.60}") from None
+    raise SerializationError(f"unknown value encoding {v!r:.80}")
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise SerializationError(f"expected a list in the file, found {type(v).__name__}")
+    return v
 
 
 # ---- functions --------------------------------------------------------------------------------
 def _function_ref(fn: Any) -> dict[str, Any]:
     if isinstance(fn, type) and issubclass(fn, tuple) and hasattr(fn, "_fields"):
         return {"namedtuple": fn.__name__, "fields": list(fn._fields), "module": fn.__module__}
-    name = getattr(fn, "__name__", None)
-    candidates = [(getattr(fn, "__module__", None), getattr(fn, "__qualname__", name))]
-    candidates += [(m, name) for m in ("torch", "torch.nn.functional", "operator", "math", "builtins")]
-    for mod, qual in candidates:
-        if mod and qual and _import(mod, qual) is fn:
-            return {"fn": f"{mod}:{qual}"}
+    key = safelist.function_name(fn)
+    if key is not None:
+        return {"fn": key}
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if isinstance(mod, str) and isinstance(qual, str) and _import(mod, qual) is fn:
+        return {"fn": f"{mod}:{qual}"}  # a custom function: loadable with trusted=True only
     raise SerializationError(f"cannot name function {fn!r} so that it can be loaded again")
 
 
-_IMPORTABLE_ROOTS = ("torch", "operator", "_operator", "math", "torchvision", "builtins")
-
-
 def _import(mod: str, qual: str) -> Any:
+    """Trusted files only: import ``mod`` and follow ``qual``."""
     try:
         obj: Any = importlib.import_module(mod)
         for part in qual.split("."):
             obj = getattr(obj, part)
         return obj
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):
         return None
 
 
-def _is_safe_function(fn: Any, mod: str) -> bool:
-    """Ops that compute on tensors and do nothing else (no I/O, no code loading)."""
-    from .graph.rules import REGISTRY
-
-    try:
-        if fn in REGISTRY.functions:
-            return True
-    except TypeError:
-        pass
-    if fn is getattr or fn is torch._assert or mod in ("operator", "_operator", "math"):
-        return True
-    if mod.startswith(("torch.nn.functional", "torch._C._nn", "torch.fft", "torch.linalg", "torch.special",
-                       "torchvision.ops", "torchvision.models")):
-        return True
-    name = getattr(fn, "__name__", "")
-    return getattr(torch._C._VariableFunctions, name, None) is fn or getattr(torch.Tensor, name, None) is fn
-
-
-def _resolve(mod: str, qual: str, *, trusted: bool) -> Any:
-    root = mod.split(".")[0]
-    if not trusted and root not in _IMPORTABLE_ROOTS:
-        raise SerializationError(
-            f"the file calls {mod}.{qual}; fxprune only imports torch, torchvision, operator and math "
-            "when loading untrusted files. Pass trusted=True if you trust the file.")
-    obj = _import(mod, qual)
-    if obj is None:
-        raise SerializationError(f"cannot find {mod}:{qual} in this environment")
-    if not trusted and not _is_safe_function(obj, mod):
-        raise SerializationError(
-            f"the file calls {mod}.{qual}, which is not a tensor op fxprune loads without trust; "
-            "pass trusted=True if you trust the file")
-    return obj
-
-
-def _function_from_ref(ref: dict[str, Any], trusted: bool) -> Any:
+def _function_from_ref(ref: Any, trusted: bool, where: str) -> Any:
+    if not isinstance(ref, dict):
+        raise SerializationError(f"{where}: bad function reference {ref!r:.80}")
     if "namedtuple" in ref:
-        if trusted:
-            cls = _import(ref["module"], ref["namedtuple"])
-            if cls is not None:
+        name, fields = ref.get("namedtuple"), ref.get("fields")
+        if not (safelist.is_identifier(name) and isinstance(fields, list)
+                and all(safelist.is_identifier(f) and not f.startswith("_") for f in fields)):
+            raise SerializationError(f"{where}: bad namedtuple {name!r:.60}")
+        if trusted and isinstance(ref.get("module"), str) and safelist.is_attr_path(ref["module"]):
+            cls = _import(ref["module"], name)
+            if isinstance(cls, type) and issubclass(cls, tuple):
                 return cls
-        return collections.namedtuple(ref["namedtuple"], ref["fields"])
-    mod, qual = ref["fn"].split(":")
-    return _resolve(mod, qual, trusted=trusted)
+        return collections.namedtuple(name, fields)
+    key = ref.get("fn")
+    fn = safelist.lookup_function(key)
+    if fn is not None:
+        return fn
+    if not isinstance(key, str) or key.count(":") != 1 or not all(map(safelist.is_attr_path, key.split(":"))):
+        raise SerializationError(f"{where}: malformed function name {key!r:.80}")
+    if not trusted:
+        raise SerializationError(
+            f"{where} calls {key}, which is not a tensor op fxprune loads from untrusted files "
+            "(see fxprune.safelist). Pass trusted=True only if you trust the file: it runs its code.")
+    fn = _import(*key.split(":"))
+    if fn is None:
+        raise SerializationError(f"{where}: cannot find {key} in this environment")
+    return fn
 
 
 # ---- graphs -----------------------------------------------------------------------------------
@@ -175,50 +187,78 @@ def _graph_spec(graph: fx.Graph) -> list[dict[str, Any]]:
     return out
 
 
-def _graph_from_spec(spec: list[dict[str, Any]], trusted: bool) -> fx.Graph:
+def _graph_from_spec(spec: Any, trusted: bool, attrs: dict[str, Any], modules: dict[str, Any],
+                     which: str) -> fx.Graph:
+    """Build a graph from data, checking every name before fx can put it into generated code."""
     graph = fx.Graph()
     nodes: dict[str, fx.Node] = {}
-    for s in spec:
-        target = _function_from_ref(s["target"], trusted) if s["op"] == "call_function" else s["target"]
-        node = graph.create_node(s["op"], target, _dec(s["args"], nodes), _dec(s["kwargs"], nodes), name=s["name"])
-        if node.name != s["name"]:
-            raise SerializationError(f"node name {s['name']!r} could not be restored")
-        nodes[s["name"]] = node
+    for i, s in enumerate(_list(spec)):
+        if not isinstance(s, dict) or not {"name", "op", "target", "args", "kwargs"} <= s.keys():
+            raise SerializationError(f"{which} graph, node #{i}: not a node record")
+        name, op, target = s["name"], s["op"], s["target"]
+        where = f"{which} graph, node {name!r:.60}"
+        if not safelist.is_identifier(name) or name in nodes:
+            raise SerializationError(f"{where}: node names must be unique Python identifiers")
+        if op not in _NODE_OPS:
+            raise SerializationError(f"{where}: unknown node op {op!r:.40}")
+        if op == "placeholder" and not safelist.is_placeholder_target(target):
+            raise SerializationError(f"{where}: bad placeholder target {target!r:.60}")
+        if op == "get_attr" and not (safelist.is_attr_path(target) and target in attrs):
+            raise SerializationError(f"{where}: get_attr target {target!r:.60} is not a stored attribute")
+        if op == "call_module" and not (safelist.is_attr_path(target) and target in modules):
+            raise SerializationError(f"{where}: call_module target {target!r:.60} is not a stored module")
+        if op == "call_method" and not (safelist.is_identifier(target)
+                                        and (trusted or safelist.is_allowed_method(target))):
+            raise SerializationError(f"{where}: method {target!r:.60} is not an allowed tensor method")
+        if op == "output" and target != "output":
+            raise SerializationError(f"{where}: bad output target")
+        if op == "call_function":
+            target = _function_from_ref(target, trusted, where)
+        args, kwargs = _dec(s["args"], nodes), _dec(s["kwargs"], nodes)
+        if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict) \
+                or not all(safelist.is_identifier(k) for k in kwargs):
+            raise SerializationError(f"{where}: bad args / kwargs")
+        if op == "call_function" and target is safelist.function_table()["builtins:getattr"] and not trusted \
+                and (len(args) < 2 or args[1] not in safelist.ALLOWED_GETATTR):
+            raise SerializationError(f"{where}: reading attribute {args[1:2]!r:.60} is not allowed")
+        node = graph.create_node(op, target, tuple(args), kwargs, name=name)
+        if node.name != name:
+            raise SerializationError(f"{where}: node name could not be restored")
+        nodes[name] = node
+    if not any(n.op == "output" for n in graph.nodes):
+        raise SerializationError(f"{which} graph has no output node")
     return graph
 
 
 # ---- modules ----------------------------------------------------------------------------------
-def _is_aligned(cls: Any) -> bool:
-    """fxprune's own channel-aligned modules (style transforms) are stored as data like torch.nn
-    layers: their class comes from the installed fxprune, their attributes from the file."""
-    from .graph.rules.aligned import ChannelAligned
-
-    return isinstance(cls, type) and issubclass(cls, ChannelAligned) and cls.__module__.startswith("fxprune.")
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     cls = type(m)
-    if not cls.__module__.startswith(_SAFE_MODULE_PREFIXES) and cls is not nn.Module and not _is_aligned(cls):
+    for hooks in _OUTPUT_HOOKS:
+        if getattr(m, hooks, None):
+            raise SerializationError(
+                f"module `{prefix}` ({cls.__name__}) has {hooks.strip('_').replace('_', ' ')} registered; a .fxp "
+                "file does not carry hooks, so the loaded model would compute something else. Remove the hooks "
+                "(handle.remove()) before saving, or save with torch.save(model) if you need them.")
+    key = safelist.module_class_name(cls)
+    if key is None:
         buf = io.BytesIO()
         torch.save(m, buf)
-        key = f"{prefix}#pickle"
-        tensors[key] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        return {"type": _qualname(cls), "pickled": key}
+        store = f"{prefix}#pickle"
+        tensors[store] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+        return {"type": f"{cls.__module__}:{cls.__qualname__}", "pickled": store}
     attrs = {}
     for k, v in vars(m).items():
         if k in _SKIP_ATTRS or "hook" in k:
-            if "hook" in k and v:
-                log.warning("module %s: hooks are not saved", prefix)
+            if "hook" in k and v and not isinstance(v, bool):
+                warnings.warn(f"fxprune.save: module `{prefix}` has {k.strip('_')} that are not saved", stacklevel=3)
             continue
+        if not safelist.is_allowed_module_attr(cls, k):
+            raise SerializationError(f"module `{prefix}` ({cls.__name__}): attribute {k!r} cannot be stored as data")
         try:
             attrs[k] = _enc(v)
         except SerializationError as exc:
             raise SerializationError(f"module `{prefix}` ({cls.__name__}): attribute {k}: {exc}") from None
-    spec: dict[str, Any] = {"type": _qualname(cls), "attrs": attrs, "training": m.training, "params": {},
+    spec: dict[str, Any] = {"type": key, "attrs": attrs, "training": m.training, "params": {},
                             "buffers": {}, "nonpersistent": sorted(m._non_persistent_buffers_set), "children": {}}
     for k, p in m._parameters.items():
         spec["params"][k] = None if p is None else _store(tensors, f"{prefix}.{k}", p)
@@ -236,34 +276,50 @@ def _store(tensors: dict[str, torch.Tensor], key: str, t: torch.Tensor) -> str:
     return key
 
 
-def _module_from_spec(spec: dict[str, Any], tensors: dict[str, torch.Tensor], trusted: bool) -> nn.Module:
-    mod_name, qual = spec["type"].split(":")
+def _tensor(tensors: dict[str, Any], key: Any, where: str) -> torch.Tensor:
+    t = tensors.get(key) if isinstance(key, str) else None
+    if not isinstance(t, torch.Tensor):
+        raise SerializationError(f"{where}: tensor {key!r:.60} is missing from the file")
+    return t
+
+
+def _module_from_spec(spec: Any, tensors: dict[str, Any], trusted: bool, where: str) -> nn.Module:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise SerializationError(f"module `{where}`: not a module record")
+    key = spec["type"]
     if "pickled" in spec:
         if not trusted:
             raise SerializationError(
-                f"the file holds a custom module of type {mod_name}.{qual}, stored pickled; loading it runs code. "
-                "Pass trusted=True if you trust the file.")
-        return torch.load(io.BytesIO(tensors[spec["pickled"]].numpy().tobytes()), weights_only=False)
-    aligned = mod_name.startswith("fxprune.") and _is_aligned(_import(mod_name, qual))
-    if not (mod_name + ".").startswith(_SAFE_MODULE_PREFIXES) and f"{mod_name}.{qual}" != "torch.nn.modules.module.Module" \
-            and not aligned:
-        if not trusted:
-            raise SerializationError(f"module type {mod_name}.{qual} is outside torch.nn / torchvision.ops")
-    cls = _import(mod_name, qual)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise SerializationError(f"{mod_name}.{qual} is not a torch.nn.Module class")
+                f"module `{where}` is a custom module of type {key:.80}, stored pickled; loading it runs code "
+                "from the file. Pass trusted=True only if you trust the file.")
+        raw = _tensor(tensors, spec["pickled"], f"module `{where}`")
+        return torch.load(io.BytesIO(raw.numpy().tobytes()), weights_only=False)
+    cls = safelist.module_table().get(key)
+    if cls is None:
+        hint = " (import the fxprune module that defines it first)" if key.startswith("fxprune.") else ""
+        raise SerializationError(f"module `{where}`: class {key:.80} is not one fxprune builds from a file{hint}")
+    for field, kind in (("attrs", dict), ("params", dict), ("buffers", dict), ("children", dict),
+                        ("nonpersistent", list), ("training", bool)):
+        if not isinstance(spec.get(field), kind):
+            raise SerializationError(f"module `{where}`: field {field!r} missing or of the wrong type")
     m = cls.__new__(cls)
     nn.Module.__init__(m)
     for k, v in spec["attrs"].items():
+        if not safelist.is_allowed_module_attr(cls, k):
+            raise SerializationError(f"module `{where}` ({cls.__name__}): attribute {k!r:.60} is not allowed")
         object.__setattr__(m, k, _dec(v))
     grads = spec.get("requires_grad", {})
-    for k, key in spec["params"].items():
-        m._parameters[k] = None if key is None else nn.Parameter(tensors[key], requires_grad=grads.get(k, True))
-    for k, key in spec["buffers"].items():
-        m._buffers[k] = None if key is None else tensors[key]
+    names = list(spec["params"]) + list(spec["buffers"]) + list(spec["children"]) + list(spec["nonpersistent"])
+    if not isinstance(grads, dict) or not all(safelist.is_attr_path(k) and "." not in k for k in names):
+        raise SerializationError(f"module `{where}`: bad parameter, buffer or child name")
+    for k, t in spec["params"].items():
+        m._parameters[k] = None if t is None else nn.Parameter(_tensor(tensors, t, f"module `{where}`"),
+                                                              requires_grad=bool(grads.get(k, True)))
+    for k, t in spec["buffers"].items():
+        m._buffers[k] = None if t is None else _tensor(tensors, t, f"module `{where}`")
     m._non_persistent_buffers_set = set(spec["nonpersistent"])
     for k, c in spec["children"].items():
-        m._modules[k] = None if c is None else _module_from_spec(c, tensors, trusted)
+        m._modules[k] = None if c is None else _module_from_spec(c, tensors, trusted, f"{where}.{k}")
     m.training = spec["training"]
     return m
 
@@ -275,6 +331,11 @@ def to_state(model: nn.Module) -> dict[str, Any]:
 
     if not isinstance(model, fx.GraphModule):
         raise SerializationError(f"fxprune.save stores compiled models (GraphModules), not {type(model).__name__}")
+    for hooks in _OUTPUT_HOOKS:
+        if getattr(model, hooks, None):
+            raise SerializationError(
+                f"the model has {hooks.strip('_').replace('_', ' ')} registered; a .fxp file does not carry hooks, "
+                "so the loaded model would compute something else. Remove them before saving.")
     graphs = {"eval": model.graph, "train": getattr(model, "train_graph", None)}
     tensors: dict[str, torch.Tensor] = {}
     modules, attrs = {}, {}
@@ -305,27 +366,60 @@ def to_state(model: nn.Module) -> dict[str, Any]:
     return {"format": FORMAT, "spec": json.dumps(spec), "tensors": tensors}
 
 
-def from_state(state: dict[str, Any], trusted: bool = True) -> nn.Module:
+def from_state(state: Any, trusted: bool = True) -> nn.Module:
+    """Rebuild a model from ``to_state``'s output; every malformed or refused part raises SerializationError."""
+    try:
+        return _from_state(state, trusted)
+    except SerializationError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        raise SerializationError(f"corrupt fxprune model file ({type(exc).__name__}: {exc})") from None
+
+
+def _from_state(state: Any, trusted: bool) -> nn.Module:
     from .module import PrunedGraphModule
     from .plan import Resolution
     from .report import Report
 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SerializationError("not an fxprune model file")
-    spec, tensors = json.loads(state["spec"]), state["tensors"]
+    if not isinstance(state.get("spec"), str) or not isinstance(state.get("tensors"), dict):
+        raise SerializationError("corrupt fxprune model file: spec or tensors missing")
+    try:
+        spec = json.loads(state["spec"])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise SerializationError(f"corrupt fxprune model file: the spec is not JSON ({exc})") from None
+    tensors = state["tensors"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("modules"), dict) or not isinstance(spec.get("attrs"), dict) \
+            or not isinstance(spec.get("graphs"), dict):
+        raise SerializationError("corrupt fxprune model file: modules, attrs or graphs missing")
+    class_name = spec.get("class_name", "PrunedModule")
+    if not safelist.is_identifier(class_name):
+        raise SerializationError(f"bad class name {class_name!r:.60}")
+    for target in list(spec["modules"]) + list(spec["attrs"]):
+        if not safelist.is_attr_path(target):
+            raise SerializationError(f"bad module or attribute path {target!r:.60}")
+    # graphs first: nothing is built from a file whose graphs are refused
+    eval_graph = _graph_from_spec(spec["graphs"].get("eval"), trusted, spec["attrs"], spec["modules"], "eval")
+    train_spec = spec["graphs"].get("train")
+    train_graph = (_graph_from_spec(train_spec, trusted, spec["attrs"], spec["modules"], "train")
+                   if train_spec is not None else None)
     root: dict[str, Any] = {}
     for target, ms in spec["modules"].items():
-        root[target] = _module_from_spec(ms, tensors, trusted)
+        root[target] = _module_from_spec(ms, tensors, trusted, target)
     for target, a in spec["attrs"].items():
+        if not isinstance(a, dict):
+            raise SerializationError(f"attribute `{target}`: not an attribute record")
         if "tensor" in a:
-            t = tensors[a["tensor"]]
-            root[target] = nn.Parameter(t, requires_grad=a["requires_grad"]) if a["parameter"] else t
+            t = _tensor(tensors, a["tensor"], f"attribute `{target}`")
+            root[target] = nn.Parameter(t, requires_grad=bool(a["requires_grad"])) if a["parameter"] else t
         else:
             root[target] = _dec(a["value"])
-    eval_graph = _graph_from_spec(spec["graphs"]["eval"], trusted)
-    train_graph = _graph_from_spec(spec["graphs"]["train"], trusted) if spec["graphs"]["train"] else None
-    model = PrunedGraphModule(root, eval_graph, train_graph, class_name=spec["class_name"])
-    model.training = spec["training"]
+    training = spec.get("training", False)
+    if not isinstance(training, bool):
+        raise SerializationError("corrupt fxprune model file: training flag")
+    model = PrunedGraphModule(root, eval_graph, train_graph, class_name=class_name)
+    model.training = training
     if spec.get("report"):
         model.meta["fxprune.report"] = Report.from_dict(spec["report"])
     if spec.get("resolution"):
@@ -335,7 +429,14 @@ def from_state(state: dict[str, Any], trusted: bool = True) -> nn.Module:
 
 def save(model: nn.Module, path: str | Path) -> None:
     """Write a compiled model to ``path`` (a ``.fxp`` file; see the module docstring)."""
-    torch.save(to_state(model), path)
+    state = to_state(model)
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise SerializationError(f"cannot save to {path}: the directory {parent} does not exist")
+    try:
+        torch.save(state, path)
+    except OSError as exc:
+        raise SerializationError(f"cannot save to {path}: {exc.strerror or exc}") from None
 
 
 def load(path: str | Path, *, trusted: bool = False, map_location: Any = None) -> nn.Module:
@@ -343,7 +444,9 @@ def load(path: str | Path, *, trusted: bool = False, map_location: Any = None) -
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise
+        raise SerializationError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SerializationError(f"{path} is a directory, not an fxprune file") from None
     except Exception as exc:
         raise SerializationError(f"{path} is not a readable fxprune file: {exc}") from exc
     return from_state(state, trusted=trusted)

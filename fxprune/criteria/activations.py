@@ -33,6 +33,7 @@ from torch import fx
 
 from ..errors import PlanError
 from ..graph.channels import FACTORS, Group, node_shape
+from ..graph.copying import private_runner
 from ..graph.factors import Factor
 from ..graph.trace import training_mode
 from . import ScoringContext, register_criterion
@@ -147,11 +148,18 @@ def collect(ctx: ScoringContext, kind: str) -> np.ndarray:
     count = np.zeros(cg.uf.n)
     samples = 0
     grad = kind == "taylor"
-    with training_mode(ctx.gm, False), torch.set_grad_enabled(grad):
-        for batch in ctx.data:
+    runner = private_runner(ctx.gm)  # calibration never writes to the caller's buffers
+    with training_mode(runner, False), torch.set_grad_enabled(grad):
+        for i, batch in enumerate(ctx.data):
             inputs, target = split_batch(batch)
-            w = _Watcher(ctx.gm, entries)
-            out = w.run(*inputs)
+            w = _Watcher(runner, entries)
+            try:
+                out = w.run(*inputs)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
+                raise PlanError(f"calibration batch {i} (inputs {shapes}) does not run through the model: "
+                                f"{str(exc).splitlines()[0]}. Calibration batches must look like the example "
+                                "inputs.") from exc
             bsz = _batch_size(inputs)
             samples += bsz
             if grad:

@@ -51,3 +51,47 @@ def copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
             v = copy.deepcopy(v)
         object.__setattr__(new, k, v)
     return new
+
+
+def private_runner(gm: nn.Module, graph: "fx.Graph | None" = None) -> "fx.GraphModule":
+    """A GraphModule that runs ``graph`` (default ``gm.graph``, copied) on the same parameters
+    as ``gm`` but on private copies of every buffer and tensor attribute.
+
+    Running a graph can write to the tensors it reads: a train-mode graph bakes
+    ``F.batch_norm(..., training=True)`` (running statistics updated in place), a forward may
+    count calls into a buffer. Everything fxprune executes while compiling (shape propagation,
+    calibration, verification) goes through such a runner, so the caller's model is never written
+    to, and every run starts from the same state. Parameters are shared (not copied): graphs do
+    not write to them and criteria need their gradients' graph."""
+    from torch import fx
+
+    graph = gm.graph if graph is None else graph
+    new = fx.Graph()
+    new._codegen = copy.deepcopy(graph._codegen)
+    val_map: dict[fx.Node, fx.Node] = {}
+    new.output(new.graph_copy(graph, val_map))
+    memo: dict[int, Any] = {}
+    for p in gm.parameters():
+        memo[id(p)] = p
+    with torch.no_grad():
+        for b in gm.buffers():
+            if id(b) not in memo:
+                memo[id(b)] = b.clone()
+    root: dict[str, Any] = {}
+    for n in new.nodes:
+        if n.op == "call_module" and n.target not in root:
+            root[n.target] = copy_module(lookup_attr(gm, n.target), memo)
+        elif n.op == "get_attr" and n.target not in root:
+            value = lookup_attr(gm, n.target)
+            if isinstance(value, torch.Tensor) and id(value) not in memo:
+                with torch.no_grad():
+                    memo[id(value)] = value.clone()
+            root[n.target] = memo.get(id(value), value) if isinstance(value, torch.Tensor) else value
+    return fx.GraphModule(root, new, type(gm).__name__)
+
+
+def clone_inputs(inputs: Any) -> Any:
+    """Fresh copies of every tensor in ``inputs`` (a forward may write to its inputs in place)."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, inputs)

@@ -25,7 +25,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import FxPruneError, PlanError, TraceError
-from .copying import assign_attr, copy_module, lookup_attr
+from .copying import assign_attr, clone_inputs, copy_module, lookup_attr, private_runner
 from .rules import REGISTRY, OpRegistry
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class FxTracer(fx.Tracer):
     def __init__(self, registry: OpRegistry = REGISTRY, leaf_types: Sequence[type] = (),
                  leaf_names: Sequence[str] = ()) -> None:
         super().__init__()
+        # buffers become graph values when read: a forward that updates one in place
+        # (``num_batches_tracked.add_(1)`` in a traced-through norm layer) records the update
+        # instead of running it on the caller's tensor while tracing
+        self.proxy_buffer_attributes = True
         self.registry = registry
         self.leaf_types = tuple(leaf_types)
         self.leaf_names = set(leaf_names)
@@ -65,6 +69,8 @@ class FxTracer(fx.Tracer):
         if module_qualified_name in self.auto_leaves or module_qualified_name in self.leaf_names:
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        if isinstance(m, torch.jit.ScriptModule):  # opaque to fx: kept whole (and copied, never shared)
             return True
         if isinstance(m, nn.Sequential):
             return False
@@ -110,14 +116,20 @@ def training_mode(model: nn.Module, mode: bool) -> Iterator[None]:
     """Temporarily set every module's ``training`` flag; restores each module's own flag.
     (Writes the instance dict directly: ``nn.Module.__setattr__`` is slow and a plain bool
     attribute needs none of its bookkeeping.)"""
-    flags = [(m, m.__dict__.get("training", True)) for m in model.modules()]
+    flags = [(m, "training" in m.__dict__, m.training) for m in model.modules()]
     try:
-        for m, _ in flags:
-            m.__dict__["training"] = mode
+        for m, plain, _ in flags:
+            if plain:
+                m.__dict__["training"] = mode
+            else:  # e.g. a ScriptModule: the flag lives on the C++ object
+                m.training = mode
         yield
     finally:
-        for m, f in flags:
-            m.__dict__["training"] = f
+        for m, plain, f in flags:
+            if plain:
+                m.__dict__["training"] = f
+            else:
+                m.training = f
 
 
 def _reads_training(classes: set[type]) -> bool:
@@ -251,10 +263,11 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
             return
         except Exception as exc:  # noqa: BLE001 - an op without a meta kernel: run the real model
             log.debug("meta shape propagation failed (%s); running the real model", exc)
-    prop = ShapePropagation(gm)
+    runner = private_runner(gm)  # a train graph may update running statistics in place
+    prop = ShapePropagation(runner, graph=gm.graph)
     try:
-        with torch.no_grad(), training_mode(gm, False):
-            prop.run(*inputs)
+        with torch.no_grad(), training_mode(runner, False):
+            prop.run(*clone_inputs(inputs))
     except Exception as exc:
         from .channels import describe_target
 

@@ -6,17 +6,20 @@ from the masked dense value restricted to the kept channels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import fx
 from torch.utils._pytree import tree_leaves
 
 from ..errors import VerificationError
 from ..graph.channels import FACTORS, describe_target
 from ..graph.factors import kept_indices
+from ..graph.copying import clone_inputs, private_runner
 from ..graph.trace import training_mode
 from .mask import MASK_OF
 
@@ -58,11 +61,12 @@ class _Recorder(fx.Interpreter):
 def first_divergence(dense_gm: fx.GraphModule, masked_gm: fx.GraphModule, pruned: torch.nn.Module,
                      graph: fx.Graph, inputs: Sequence[Any], id_kept: np.ndarray,
                      atol: float, rtol: float) -> tuple[str, str, float] | None:
-    ref = _Recorder(masked_gm)
-    ref.run(*inputs)
-    mine_gm = fx.GraphModule(pruned, graph)
-    mine = _Recorder(mine_gm)
-    mine.run(*inputs)
+    ref = _Recorder(_runner(masked_gm, masked_gm.graph))
+    with torch.no_grad(), training_mode(ref.module, False), _same_random_state():
+        ref.run(*clone_inputs(inputs))
+    mine = _Recorder(_runner(pruned, graph))
+    with torch.no_grad(), training_mode(mine.module, False), _same_random_state():
+        mine.run(*clone_inputs(inputs))
     for node in dense_gm.graph.nodes:
         if node.name not in ref.values or node.name not in mine.values:
             continue
@@ -81,18 +85,62 @@ def first_divergence(dense_gm: fx.GraphModule, masked_gm: fx.GraphModule, pruned
     return None
 
 
-def verify(pruned: torch.nn.Module, forward: Callable, graph: fx.Graph, dense_gm: fx.GraphModule,
+@contextmanager
+def _same_random_state():
+    """Run under a fixed seed and restore the caller's RNG state afterwards: dense and pruned
+    runs of a graph with random ops (dropout written as a function, stochastic depth) draw the
+    same numbers where the graphs draw them in the same order."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_VERIFY_SEED)
+        yield
+
+
+_VERIFY_SEED = 20240611
+
+
+_DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+             torch.dropout, torch.alpha_dropout, torch.feature_dropout, torch.feature_alpha_dropout)
+
+
+def _runner(module: torch.nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """A private runner (see ``private_runner``) whose dropout calls are identities: a dropout
+    written as a function (``F.dropout(x, training=self.training)``) draws one number per
+    element, so the dense and the pruned run cannot draw the same mask. Dropout modules are
+    identities already (every module runs in eval mode)."""
+    runner = private_runner(module, graph)
+    changed = False
+    for n in list(runner.graph.nodes):
+        if n.op == "call_function" and n.target in _DROPOUTS:
+            x = n.args[0] if n.args else n.kwargs.get("input")
+            n.replace_all_uses_with(x)
+            runner.graph.erase_node(n)
+            changed = True
+    if changed:
+        runner.recompile()
+    return runner
+
+
+def run_graph(module: torch.nn.Module, graph: fx.Graph, inputs: Sequence[Any]) -> Any:
+    """``graph`` on ``module``'s tensors without writing to any of them (private buffers, copied
+    inputs), every module in eval mode, dropout functions as identities, no grad, under the
+    verification seed (other random ops, e.g. stochastic depth's per-sample draw, repeat)."""
+    runner = _runner(module, graph)
+    with torch.no_grad(), training_mode(runner, False), _same_random_state():
+        return runner(*clone_inputs(inputs))
+
+
+def verify(pruned: torch.nn.Module, graph: fx.Graph, dense_gm: fx.GraphModule,
            masked_gm: fx.GraphModule, inputs: Sequence[Any], id_kept: np.ndarray, *, atol: float, rtol: float,
            mode: str = "eval") -> tuple[float, float]:
-    """(max abs error, max |reference|) of ``forward(pruned, *inputs)`` against the masked dense
-    graph; raises
-    VerificationError (naming the first diverging node) beyond ``atol + rtol * max|ref|``.
-    Every module runs in eval mode, also for the train-mode graph (deterministic: only the
-    graph structure differs)."""
-    with torch.no_grad(), training_mode(pruned, False), training_mode(masked_gm, False):
-        ref = masked_gm(*inputs)
-        out = forward(pruned, *inputs)
-        err, scale = compare(out, ref)
+    """(max abs error, max |reference|) of ``graph`` on ``pruned``'s tensors against the masked
+    dense graph; raises VerificationError (naming the first diverging node) beyond
+    ``atol + rtol * max|ref|``. Every module runs in eval mode, also for the train-mode graph
+    (only the graph structure differs); random ops draw from the same seeded state in both runs;
+    neither run writes to the caller's or the pruned model's tensors."""
+    ref = run_graph(masked_gm, masked_gm.graph, inputs)
+    out = run_graph(pruned, graph, inputs)
+    err, scale = compare(out, ref)
+    with torch.no_grad():
         if err <= atol + rtol * scale:
             return err, scale
         where = first_divergence(dense_gm, masked_gm, pruned, graph, inputs, id_kept, atol, rtol)

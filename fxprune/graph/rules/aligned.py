@@ -63,3 +63,14 @@ class ChannelAligned(nn.Module):
 
     def macs_terms(self, shapes: Sequence[tuple[int, ...] | None]) -> list[tuple[float, int]]:
         return []
+
+
+def builtin_aligned_classes() -> list[type]:
+    """fxprune's own channel-aligned modules imported so far (stored as data in ``.fxp`` files)."""
+    out, todo = [], list(ChannelAligned.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.split(".")[0] == "fxprune":
+            out.append(cls)
+    return out
