@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -81,10 +82,11 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
         hit = [g for g in groups if _matches_any(g.producer_modules, name)] or \
               [g for g in groups if any(_matches(_module_of(k[0]), [name]) for k in g.members)]
         if not hit:
-            log.warning("overrides[%r]: that module produces no prunable channels", name)
+            warnings.warn(f"Plan.overrides[{name!r}]: that module produces no prunable channels; it is ignored",
+                          stacklevel=3)
         for g in hit:
             if g.index in ratio and ratio[g.index] != value:
-                log.warning("group %s gets several overrides; using the smallest sparsity", g.key)
+                warnings.warn(f"channel group {g.key} gets several overrides; using the smallest sparsity", stacklevel=3)
             ratio[g.index] = min(value, ratio.get(g.index, value))
     active = [g for g in groups if not g.pinned.all()]
     spec = CRITERIA[plan.criterion]

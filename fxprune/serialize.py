@@ -239,6 +239,10 @@ def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) ->
                 f"module `{prefix}` ({cls.__name__}) has {hooks.strip('_').replace('_', ' ')} registered; a .fxp "
                 "file does not carry hooks, so the loaded model would compute something else. Remove the hooks "
                 "(handle.remove()) before saving, or save with torch.save(model) if you need them.")
+    if isinstance(m, torch.jit.ScriptModule):
+        raise SerializationError(
+            f"module `{prefix}` is a TorchScript module; a .fxp file cannot store it. Compile the model with "
+            "the Python module in its place (not torch.jit.script-ed), or keep the pruned model in memory.")
     key = safelist.module_class_name(cls)
     if key is None:
         buf = io.BytesIO()

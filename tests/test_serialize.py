@@ -97,3 +97,26 @@ def test_not_an_fxprune_file(tmp_path):
     torch.save({"a": torch.ones(1)}, tmp_path / "x.fxp")
     with pytest.raises(fxprune.SerializationError):
         fxprune.load(tmp_path / "x.fxp")
+
+
+@pytest.mark.parametrize("where", ["root", "child"])
+@pytest.mark.parametrize("kind", ["forward", "pre"])
+def test_models_with_hooks_are_refused_not_saved_without_them(tmp_path, where, kind):
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    small = fxprune.compile(m, fxprune.Plan(sparsity=0.5), example_inputs=(torch.randn(1, 3, 4, 4),))
+    target = small if where == "root" else next(c for c in small.modules() if isinstance(c, nn.Conv2d))
+    if kind == "forward":
+        target.register_forward_hook(lambda mod, args, out: out * 2)
+    else:
+        target.register_forward_pre_hook(lambda mod, args: tuple(a * 2 for a in args))
+    with pytest.raises(fxprune.SerializationError, match="hooks"):
+        fxprune.save(small, tmp_path / "m.fxp")
+    assert not (tmp_path / "m.fxp").exists()
+
+
+def test_save_into_a_missing_directory(tmp_path):
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    small = fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 3, 4, 4),))
+    with pytest.raises(fxprune.SerializationError, match="does not exist"):
+        fxprune.save(small, tmp_path / "nope" / "m.fxp")
+

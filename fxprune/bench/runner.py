@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
                               "backends": {}, "skipped": {}, "warnings": [], **cfg.extra}
     warn = busy_warning(threads)
     if warn:
-        log.warning(warn)
+        warnings.warn(warn, stacklevel=2)
         result["warnings"].append(warn)
     chosen = []
     for name in cfg.backends:
@@ -88,7 +89,7 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
             if not cfg.skip_unavailable:
                 raise BenchmarkError(f"backend {name!r} is not available here: {why}")
             result["skipped"][name] = why
-            log.warning("skipping backend %s: %s", name, why)
+            warnings.warn(f"skipping backend {name}: {why}", stacklevel=2)
             continue
         chosen.append(name)
     with tempfile.TemporaryDirectory(prefix="fxprune-bench-") as tmp:

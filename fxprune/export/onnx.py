@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,7 +98,8 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opse
             if exporter == "dynamo":
                 raise ExportError(f"the dynamo ONNX exporter failed: {type(exc).__name__}: {exc}") from exc
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            log.warning("dynamo ONNX export failed (%s); falling back to the TorchScript exporter", reason)
+            warnings.warn(f"dynamo ONNX export failed ({reason}); falling back to the TorchScript exporter",
+                          stacklevel=2)
     if used is None:
         try:
             _export_torchscript(net, inputs, path, opset, dynamic_batch, names_in, names_out, len(outs))

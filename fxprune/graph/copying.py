@@ -37,6 +37,8 @@ def copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
     """A copy of ``old`` whose tensors are the new ones in ``memo``. A leaf layer (no children,
     every tensor in the memo) is copied attribute by attribute, which is much cheaper than
     ``deepcopy``; anything else goes through ``deepcopy`` with the memo."""
+    if isinstance(old, torch.jit.ScriptModule):
+        return _copy_scripted(old)
     d = vars(old)
     tensors = list(d["_parameters"].values()) + list(d["_buffers"].values())
     if d["_modules"] or any(t is not None and id(t) not in memo for t in tensors):
@@ -50,6 +52,16 @@ def copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
         elif not isinstance(v, (int, float, str, bool, tuple, type(None), torch.dtype, torch.device)):
             v = copy.deepcopy(v)
         object.__setattr__(new, k, v)
+    return new
+
+
+def _copy_scripted(old: nn.Module) -> nn.Module:
+    """An independent copy of a ScriptModule. (Its deepcopy clones parameters with autograd
+    history — non-leaf tensors an optimizer refuses — so copy without grad and restore the flags.)"""
+    with torch.no_grad():
+        new = copy.deepcopy(old)
+    for (_, p), (_, q) in zip(old.named_parameters(), new.named_parameters()):
+        q.requires_grad_(p.requires_grad)
     return new
 
 

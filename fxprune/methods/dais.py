@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -167,8 +168,8 @@ class DAIS:
 
             plan = Plan(flops=self.flops, criterion="l1", scope="global", max_sparsity=1.0)
             keep = g.slot_mask_of(g.resolve(plan, adjust=by_alpha, comparable=True)) | g.pinned.cpu()
-            log.warning("dais: the binarised indicators keep %.2f%% of the MACs (target %.2f%%); projected onto "
-                        "the budget by ranking alpha globally", 100 * ratio, 100 * self.flops)
+            warnings.warn(f"dais: the binarised indicators keep {100 * ratio:.2f}% of the MACs (target "
+                          f"{100 * self.flops:.2f}%); projected onto the budget by ranking alpha globally", stacklevel=2)
         g.mask.copy_(keep.to(g.mask.dtype))
         g.relaxed.fill_(False)
         self.binarized = {"binary_macs_ratio": ratio, "projected": projected,
