@@ -107,3 +107,13 @@ def clone_inputs(inputs: Any) -> Any:
     from torch.utils._pytree import tree_map
 
     return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, inputs)
+
+
+def keep_rng(inputs: Any = ()):
+    """Context: random ops inside draw from a fork of the RNG; the caller's stream is unchanged
+    afterwards (CPU, and the CUDA devices ``inputs`` live on)."""
+    from torch.utils._pytree import tree_leaves
+
+    devices = sorted({t.device.index or 0 for t in tree_leaves(inputs)
+                      if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
+    return torch.random.fork_rng(devices=devices)

@@ -25,7 +25,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import FxPruneError, PlanError, TraceError
-from .copying import assign_attr, clone_inputs, copy_module, lookup_attr, private_runner
+from .copying import assign_attr, clone_inputs, copy_module, keep_rng, lookup_attr, private_runner
 from .rules import REGISTRY, OpRegistry
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
     if mode == "meta":
         try:
             root, meta_inputs = _meta_copy(gm, inputs)
-            with torch.no_grad(), training_mode(root, False):
+            with torch.no_grad(), training_mode(root, False), keep_rng():
                 ShapePropagation(root, graph=gm.graph).run(*meta_inputs)
             return
         except Exception as exc:  # noqa: BLE001 - an op without a meta kernel: run the real model
@@ -266,7 +266,7 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
     runner = private_runner(gm)  # a train graph may update running statistics in place
     prop = ShapePropagation(runner, graph=gm.graph)
     try:
-        with torch.no_grad(), training_mode(runner, False):
+        with torch.no_grad(), training_mode(runner, False), keep_rng(inputs):
             prop.run(*clone_inputs(inputs))
     except Exception as exc:
         from .channels import describe_target

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import VerificationError
 from ..graph.channels import FACTORS, describe_target
 from ..graph.factors import kept_indices
-from ..graph.copying import clone_inputs, private_runner
+from ..graph.copying import clone_inputs, keep_rng, private_runner
 from ..graph.trace import training_mode
 from .mask import MASK_OF
 
@@ -90,8 +90,8 @@ def _same_random_state():
     """Run under a fixed seed and restore the caller's RNG state afterwards: dense and pruned
     runs of a graph with random ops (dropout written as a function, stochastic depth) draw the
     same numbers where the graphs draw them in the same order."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_VERIFY_SEED)
+    with keep_rng():
+        torch.manual_seed(_VERIFY_SEED)  # seeds CUDA too; keep_rng restores the CPU stream
         yield
 
 
