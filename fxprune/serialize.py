@@ -24,7 +24,6 @@ import importlib
 import io
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +230,21 @@ def _graph_from_spec(spec: Any, trusted: bool, attrs: dict[str, Any], modules: d
 
 
 # ---- modules ----------------------------------------------------------------------------------
+def _weight_norm_hooks(m: nn.Module) -> list[dict[str, Any]]:
+    """Legacy ``torch.nn.utils.weight_norm`` pre-hooks, stored as data (name, dim)."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return [{"name": h.name, "dim": h.dim} for h in m._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
+
+
 def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    from torch.nn.utils import parametrize
+
     cls = type(m)
+    norms = _weight_norm_hooks(m)
     for hooks in _OUTPUT_HOOKS:
-        if getattr(m, hooks, None):
+        n = len(getattr(m, hooks, None) or {}) - (len(norms) if hooks == "_forward_pre_hooks" else 0)
+        if n > 0:
             raise SerializationError(
                 f"module `{prefix}` ({cls.__name__}) has {hooks.strip('_').replace('_', ' ')} registered; a .fxp "
                 "file does not carry hooks, so the loaded model would compute something else. Remove the hooks "
@@ -243,6 +253,8 @@ def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) ->
         raise SerializationError(
             f"module `{prefix}` is a TorchScript module; a .fxp file cannot store it. Compile the model with "
             "the Python module in its place (not torch.jit.script-ed), or keep the pruned model in memory.")
+    if parametrize.is_parametrized(m):
+        return _parametrized_spec(prefix, m, tensors)
     key = safelist.module_class_name(cls)
     if key is None:
         buf = io.BytesIO()
@@ -251,11 +263,12 @@ def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) ->
         tensors[store] = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
         return {"type": f"{cls.__module__}:{cls.__qualname__}", "pickled": store}
     attrs = {}
+    computed = {h["name"] for h in norms}  # recomputed by the weight_norm hook on load
     for k, v in vars(m).items():
-        if k in _SKIP_ATTRS or "hook" in k:
-            if "hook" in k and v and not isinstance(v, bool):
-                warnings.warn(f"fxprune.save: module `{prefix}` has {k.strip('_')} that are not saved", stacklevel=3)
+        if k in computed:
             continue
+        if k in _SKIP_ATTRS or "hook" in k:  # output-changing hooks were refused above; state-dict hooks
+            continue                         # (e.g. weight_norm's legacy-checkpoint converter) do not compute
         if not safelist.is_allowed_module_attr(cls, k):
             raise SerializationError(f"module `{prefix}` ({cls.__name__}): attribute {k!r} cannot be stored as data")
         try:
@@ -272,6 +285,31 @@ def _module_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) ->
         spec["buffers"][k] = None if b is None else _store(tensors, f"{prefix}.{k}", b)
     for k, c in m._modules.items():
         spec["children"][k] = None if c is None else _module_spec(f"{prefix}.{k}", c, tensors)
+    if norms:
+        spec["weight_norm"] = norms
+    return spec
+
+
+def _parametrized_spec(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A ``torch.nn.utils.parametrize``-d module: stored as its original class plus, per
+    parametrized tensor, the parametrization modules (allow-listed torch classes), the computed
+    tensor and the stored originals; ``load`` registers them again."""
+    base = type(m).__bases__[0]
+    plain = base.__new__(base)
+    object.__setattr__(plain, "__dict__", {k: v for k, v in vars(m).items() if k != "_modules"})
+    plain._modules = {k: c for k, c in m._modules.items() if k != "parametrizations"}
+    plain._parameters = dict(m._parameters)
+    for pname, plist in m.parametrizations.items():
+        plain._parameters[pname] = nn.Parameter(getattr(m, pname).detach(), requires_grad=False)
+    spec = _module_spec(prefix, plain, tensors)
+    spec["parametrizations"] = {}
+    for pname, plist in m.parametrizations.items():
+        originals = {k: _store(tensors, f"{prefix}.parametrizations.{pname}.{k}", t)
+                     for k, t in plist._parameters.items() if t is not None}
+        grads = {k: bool(t.requires_grad) for k, t in plist._parameters.items() if t is not None}
+        spec["parametrizations"][pname] = {
+            "modules": [_module_spec(f"{prefix}.parametrizations.{pname}.{i}", p, tensors) for i, p in enumerate(plist)],
+            "originals": originals, "requires_grad": grads}
     return spec
 
 
@@ -325,7 +363,45 @@ def _module_from_spec(spec: Any, tensors: dict[str, Any], trusted: bool, where: 
     for k, c in spec["children"].items():
         m._modules[k] = None if c is None else _module_from_spec(c, tensors, trusted, f"{where}.{k}")
     m.training = spec["training"]
+    if "weight_norm" in spec:
+        _restore_weight_norm(m, spec["weight_norm"], where)
+    if "parametrizations" in spec:
+        _restore_parametrizations(m, spec["parametrizations"], tensors, trusted, where)
     return m
+
+
+def _restore_weight_norm(m: nn.Module, norms: Any, where: str) -> None:
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for h in _list(norms):
+        name, dim = h.get("name") if isinstance(h, dict) else None, h.get("dim") if isinstance(h, dict) else None
+        if not (safelist.is_identifier(name) and isinstance(dim, int)) or name + "_g" not in m._parameters:
+            raise SerializationError(f"module `{where}`: bad weight_norm record")
+        hook = WeightNorm(name, dim)
+        m.register_forward_pre_hook(hook)
+        with torch.no_grad():
+            setattr(m, name, hook.compute_weight(m))
+
+
+def _restore_parametrizations(m: nn.Module, specs: Any, tensors: dict[str, Any], trusted: bool, where: str) -> None:
+    from torch.nn.utils import parametrize
+
+    if not isinstance(specs, dict):
+        raise SerializationError(f"module `{where}`: bad parametrizations record")
+    for pname, ps in specs.items():
+        if not (safelist.is_identifier(pname) and isinstance(ps, dict) and pname in m._parameters):
+            raise SerializationError(f"module `{where}`: bad parametrization of {pname!r:.40}")
+        mods = [_module_from_spec(p, tensors, trusted, f"{where}.parametrizations.{pname}.{i}")
+                for i, p in enumerate(_list(ps.get("modules")))]
+        for p in mods:
+            parametrize.register_parametrization(m, pname, p, unsafe=True)
+        plist = m.parametrizations[pname]
+        originals, grads = ps.get("originals"), ps.get("requires_grad", {})
+        if not isinstance(originals, dict) or set(originals) != {k for k, t in plist._parameters.items() if t is not None}:
+            raise SerializationError(f"module `{where}`: the stored originals of {pname!r} do not match")
+        for k, key in originals.items():
+            t = _tensor(tensors, key, f"module `{where}`")
+            plist._parameters[k] = nn.Parameter(t, requires_grad=bool(grads.get(k, True)))
 
 
 # ---- whole models -----------------------------------------------------------------------------

@@ -3,7 +3,9 @@ model (compile verifies and raises otherwise), is no larger, and runs in train m
 
 Architectures mix residual adds, concatenation, split/chunk, depthwise and grouped convolutions,
 squeeze-excitation multiplications, channel shuffle, a channel-aligned module with two inputs
-(AdaIN of the block input by a branch's statistics) and a flatten -> linear head."""
+(AdaIN of the block input by a branch's statistics), integer and list channel indices
+(``y[:, i]``, ``torch.select``, ``y[:, [i, j]]``), weight-normalised convolutions (both torch
+APIs) and a flatten -> linear head."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from torch import nn
 import fxprune
 from tests.conftest import assert_unchanged, randomize, snapshot
 
-KINDS = ["conv", "residual", "cat", "split", "chunk", "depthwise", "grouped", "se", "shuffle", "aligned"]
+KINDS = ["conv", "residual", "cat", "split", "chunk", "depthwise", "grouped", "se", "shuffle", "aligned", "index",
+         "weightnorm"]
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
@@ -60,6 +63,20 @@ class Block(nn.Module):
         elif kind == "shuffle":
             self.groups = 2
             self.out = c
+        elif kind == "index":
+            self.out = draw(st.integers(2, 16))
+            self.f = conv_bn(c, self.out, 1)
+            self.i = draw(st.integers(-self.out, self.out - 1))
+            self.j = draw(st.integers(0, self.out - 1))
+            self.how = draw(st.sampled_from(["getitem", "select", "list"]))
+        elif kind == "weightnorm":
+            from torch.nn.utils import parametrizations, weight_norm
+
+            self.out = draw(st.integers(2, 16))
+            conv = nn.Conv2d(c, self.out, 3, padding=1)
+            dim = draw(st.sampled_from([0, 1, None]))
+            conv = (parametrizations.weight_norm if draw(st.booleans()) else weight_norm)(conv, dim=dim)
+            self.f = nn.Sequential(conv, nn.ReLU())
         elif kind == "aligned":
             from fxprune.models.artnet import AdaIN
 
@@ -68,8 +85,17 @@ class Block(nn.Module):
 
     def forward(self, x):
         k = self.kind
-        if k == "conv" or k == "depthwise" or k == "grouped":
+        if k == "conv" or k == "depthwise" or k == "grouped" or k == "weightnorm":
             return self.f(x)
+        if k == "index":
+            y = self.f(x)
+            if self.how == "getitem":
+                pick = y[:, self.i].unsqueeze(1)
+            elif self.how == "select":
+                pick = torch.select(y, 1, self.i).unsqueeze(1)
+            else:
+                pick = y[:, [self.i, self.j]].sum(1, keepdim=True)
+            return y * torch.sigmoid(pick)
         if k == "residual":
             return F.relu(x + self.g(self.f(x)))
         if k == "cat":

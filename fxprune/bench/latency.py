@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channels import ChannelGraph, node_shape, submodule
+from ..graph.channels import ChannelGraph, node_shape, submodule, weight_norm_of
 from ..graph.costmodel import CostModel
 from .timing import sample
 
@@ -158,7 +158,8 @@ def _layer_nodes(cg: ChannelGraph, gm: fx.GraphModule) -> list[tuple[fx.Node, nn
         in_shape = node_shape(src) if isinstance(src, fx.Node) else None
         if in_shape is None:
             continue
-        name = cg.canonical(f"{node.target}.weight")
+        norm = weight_norm_of(m, "weight")
+        name = cg.canonical(f"{node.target}.{norm[1]}" if norm is not None else f"{node.target}.weight")
         axes = [(a, cg.param_axes[(name, a)]) for a in range(m.weight.ndim) if (name, a) in cg.param_axes]
         out.append((node, m, in_shape, axes))
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import fx
+from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import TraceError
@@ -137,6 +137,8 @@ class ChannelGraph:
         self.graph_modules = list(graph_modules)
         self.uf = UnionFind()
         self.param_axes: dict[ParamAxis, np.ndarray] = {}
+        # weight-normalised layers: v tensor name -> (g tensor name, dim or None for one norm)
+        self.weight_norms: dict[str, tuple[str, int | None]] = {}
         self.producers: dict[str, np.ndarray] = {}
         self.barriers: list[Barrier] = []
         self.tensors: dict[str, torch.Tensor] = {}
@@ -353,10 +355,28 @@ class RuleContext:
                      producer: bool = False) -> np.ndarray | None:
         """Ids of ``axis`` of the called module's parameter/buffer ``pname`` (None if absent)."""
         mod = self.module()
+        norm = weight_norm_of(mod, pname)
+        if norm is not None:  # prune the stored tensors (v along the weight's axes, g along dim)
+            g_name, v_name, dim = norm
+            prefix = f"{self.node.target}."
+            v = lookup_tensor(mod, v_name)
+            have = self.cg.param_axis(prefix + v_name, axis, ids, producer=producer, tensor=v)
+            nd = v.ndim
+            self.cg.canonical(prefix + g_name, lookup_tensor(mod, g_name))
+            if dim is not None and axis == dim % nd:
+                self.cg.param_axis(prefix + g_name, axis, have, tensor=lookup_tensor(mod, g_name))
+            self.cg.weight_norms[prefix + v_name] = (prefix + g_name, None if dim is None else dim % nd)
+            return have
         t = getattr(mod, pname, None)
         if not isinstance(t, torch.Tensor):
             return None
-        return self.cg.param_axis(f"{self.node.target}.{pname}", axis, ids, producer=producer, tensor=t)
+        have = self.cg.param_axis(f"{self.node.target}.{pname}", axis, ids, producer=producer, tensor=t)
+        if is_parametrized(mod, pname):
+            kinds = ", ".join(type(p).__name__ for p in mod.parametrizations[pname])
+            self.pin(have, f"`{pname}` is parametrized ({kinds}); fxprune prunes through weight_norm only — remove "
+                           f"it first with torch.nn.utils.parametrize.remove_parametrizations(module, '{pname}') "
+                           "to prune this layer")
+        return have
 
     def barrier(self, reason: str) -> Any:
         """Pin every channel of every tensor input; the output carries no channels."""
@@ -381,6 +401,41 @@ def describe_target(gm: fx.GraphModule, node: fx.Node) -> str:
         mod = {"_operator": "operator", "torch._C._nn": "torch.nn.functional", "torch._C._VariableFunctions": "torch"}.get(mod, mod)
         return f"{mod}.{name}" if mod else name
     return f"{node.op} {node.target}"
+
+
+def is_parametrized(mod: nn.Module, pname: str) -> bool:
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(mod, pname)
+
+
+def lookup_tensor(mod: nn.Module, path: str) -> torch.Tensor:
+    obj: Any = mod
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def weight_norm_of(mod: nn.Module, pname: str) -> tuple[str, str, int | None] | None:
+    """``(g, v, dim)`` names (relative to ``mod``) when ``mod.<pname>`` is weight-normalised —
+    by ``torch.nn.utils.parametrizations.weight_norm`` (one ``_WeightNorm`` parametrization) or
+    the legacy hook-based ``torch.nn.utils.weight_norm``; ``dim`` None: one norm over the
+    whole tensor. None otherwise."""
+    from torch.nn.utils.parametrizations import _WeightNorm
+
+    if is_parametrized(mod, pname):
+        plist = mod.parametrizations[pname]
+        if len(plist) == 1 and isinstance(plist[0], _WeightNorm):
+            dim = plist[0].dim
+            return (f"parametrizations.{pname}.original0", f"parametrizations.{pname}.original1",
+                    None if dim == -1 else dim)
+        return None
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for hook in mod._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm) and hook.name == pname:
+            return f"{pname}_g", f"{pname}_v", None if hook.dim == -1 else hook.dim
+    return None
 
 
 # Ops whose non-tensor result only describes a tensor (its size, dtype, device, ...).

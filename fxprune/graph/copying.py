@@ -42,17 +42,31 @@ def copy_module(old: nn.Module, memo: dict[int, Any]) -> nn.Module:
     d = vars(old)
     tensors = list(d["_parameters"].values()) + list(d["_buffers"].values())
     if d["_modules"] or any(t is not None and id(t) not in memo for t in tensors):
-        return copy.deepcopy(old, memo)
+        return deepcopy_module(old, memo)
     new = object.__new__(type(old))
     for k, v in d.items():
         if k == "_parameters" or k == "_buffers":
             v = {name: (None if t is None else memo[id(t)]) for name, t in v.items()}
+        elif isinstance(v, torch.Tensor):  # a computed tensor attribute (legacy weight_norm's `weight`)
+            v = v.detach().clone()
         elif isinstance(v, (dict, list, set)):
             v = v.copy()
         elif not isinstance(v, (int, float, str, bool, tuple, type(None), torch.dtype, torch.device)):
             v = copy.deepcopy(v)
         object.__setattr__(new, k, v)
     return new
+
+
+def deepcopy_module(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
+    """``copy.deepcopy`` that also copies modules deepcopy refuses: the computed ``weight`` that
+    the legacy ``torch.nn.utils.weight_norm`` keeps as an attribute is not a leaf tensor, so it
+    is pre-copied (detached) into the memo."""
+    memo = {} if memo is None else memo
+    for m in module.modules():
+        for v in vars(m).values():
+            if isinstance(v, torch.Tensor) and not v.is_leaf and id(v) not in memo:
+                memo[id(v)] = v.detach().clone()
+    return copy.deepcopy(module, memo)
 
 
 def _copy_scripted(old: nn.Module) -> nn.Module:

@@ -7,7 +7,6 @@ running it: pass the pruned shapes and the pruned modules. Tested against FlopCo
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
 from .channels import node_shape, submodule
+from .copying import deepcopy_module
 from .rules.aligned import ChannelAligned
 from .rules.contract import parse_einsum
 
@@ -64,7 +64,7 @@ def _measured_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None],
     try:
         args, kwargs = fx.node.map_arg(node.args, meta), fx.node.map_arg(node.kwargs, meta)
         if node.op == "call_module":
-            fn = copy.deepcopy(module_of(node.target)).to("meta")
+            fn = deepcopy_module(module_of(node.target)).to("meta")
         elif node.op == "call_method":
             fn = lambda self, *a, **k: getattr(self, node.target)(*a, **k)  # noqa: E731
         else:

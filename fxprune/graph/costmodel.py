@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .channels import FACTORS, ChannelGraph, node_shape, submodule
+from .channels import FACTORS, ChannelGraph, node_shape, submodule, weight_norm_of
 from .cost import _measured_macs, node_macs
 from .factors import Factor, factor_on
 from .rules.aligned import ChannelAligned
@@ -140,7 +140,8 @@ def macs_model(cg: ChannelGraph, gm: fx.GraphModule) -> CostModel:
         if node.op == "call_module":
             m = module_of(t)
             if isinstance(m, _CONV_LINEAR):
-                name = cg.canonical(f"{t}.weight")
+                norm = weight_norm_of(m, "weight")  # a weight-normalised layer: its channels live on v
+                name = cg.canonical(f"{t}.{norm[1]}" if norm is not None else f"{t}.weight")
                 axes = [cg.param_axes[(name, a)] for a in range(m.weight.ndim) if (name, a) in cg.param_axes]
                 terms.append((base, axes))
             elif isinstance(m, ChannelAligned):  # base * (kept fraction of its channels) ** degree

@@ -183,9 +183,31 @@ def _trace_once(model: nn.Module, tracer: FxTracer, concrete_args: dict[str, Any
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+# Attributes torch.fx's GraphModule (and fxprune's compiled module) set on themselves.
+_GM_INSTANCE_ATTRS = {"meta", "graph", "code", "_code", "_graph", "_train_graph", "_train_code", "training",
+                      "_tracer_cls", "_tracer_extras", "forward_eval", "forward_train"}
+
+
+def _check_reserved_names(model: nn.Module) -> None:
+    """A top-level child, parameter or buffer named like a GraphModule attribute (``meta``,
+    ``graph``, ``code``, ``forward_eval``, ...) cannot live on the traced or the compiled module."""
+    from ..module import PrunedGraphModule
+
+    reserved = _GM_INSTANCE_ATTRS | {n for n in dir(PrunedGraphModule) if n not in dir(nn.Module)}
+    own = list(model._modules) + list(model._parameters) + list(model._buffers)
+    clash = sorted(n for n in own if n in reserved)
+    if clash:
+        raise TraceError(
+            f"{type(model).__name__} has a top-level submodule/parameter/buffer named {', '.join(f'`{n}`' for n in clash)}, "
+            "a name torch.fx's GraphModule uses for itself, so the traced and the pruned model cannot hold it. "
+            f"Rename it (e.g. `{clash[0]}_`) and load old checkpoints with the key renamed, or wrap the model "
+            "in a parent module (nested names are fine).")
+
+
 def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry: OpRegistry = REGISTRY,
           concrete_args: dict[str, Any] | None = None) -> TracedModel:
     """Trace ``model`` in eval mode and in train mode; never changes the caller's model."""
+    _check_reserved_names(model)
     names = {n for n, _ in model.named_modules()}
     leaf_names = [x for x in leaf_modules if isinstance(x, str)]
     leaf_types = [x for x in leaf_modules if isinstance(x, type)]

@@ -21,7 +21,7 @@ import torch
 from torch import fx, nn
 
 from ..graph.channels import FACTORS, Group, node_shape
-from ..graph.copying import lookup_attr
+from ..graph.copying import deepcopy_module, lookup_attr
 from ..plan import GroupChoice, Resolution
 
 
@@ -83,7 +83,7 @@ class GatedModel(nn.Module):
         super().__init__()
         from ..compiler import _as_inputs, analyse
 
-        self.model = copy.deepcopy(model)
+        self.model = deepcopy_module(model)
         self.example_inputs = _as_inputs(example_inputs)
         self.leaf_modules = tuple(leaf_modules)
         a = analyse(self.model, self.example_inputs, leaf_modules=leaf_modules)

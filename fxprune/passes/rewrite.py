@@ -79,7 +79,42 @@ def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Ten
             if isinstance(t, nn.Parameter):
                 new = nn.Parameter(new, requires_grad=t.requires_grad)
             out[name] = new
+        _rescale_weight_norms(cg, cuts, out)
     return out
+
+
+def _rescale_weight_norms(cg: ChannelGraph, cuts: dict[str, list[tuple[int, np.ndarray]]],
+                          out: dict[str, torch.Tensor]) -> None:
+    """``w = g * v / ||v||`` (norm over every axis but ``dim``): when ``v`` loses entries along
+    another axis its norm shrinks, so ``g`` is scaled by ``||v_kept|| / ||v_full||`` — the pruned
+    weight then equals the dense weight restricted to the kept entries, exactly."""
+    for v_name, (g_name, dim) in cg.weight_norms.items():
+        v_name, g_name = cg.canonical(v_name), cg.canonical(g_name)
+        other = [(a, idx) for a, idx in cuts.get(v_name, []) if a != dim]
+        if not other:
+            continue
+        full = cg.tensors[v_name].detach()
+        for a, idx in cuts.get(v_name, []):
+            if a == dim:
+                full = full.index_select(a, torch.as_tensor(idx, device=full.device))
+        axes = [a for a in range(full.ndim) if a != dim]
+        v_kept = out[v_name].detach()
+        norm = torch.linalg.vector_norm
+        ratio = norm(v_kept.double(), dim=axes, keepdim=True) / norm(full.double(), dim=axes, keepdim=True)
+        g = out[g_name]
+        g.data.copy_((g.detach().double() * ratio.reshape(g.shape)).to(g.dtype))
+
+
+def _refresh_legacy_weight_norm(module: nn.Module) -> None:
+    """``torch.nn.utils.weight_norm`` (hook-based) keeps a computed ``weight`` attribute that
+    its pre-hook refreshes before every forward; refresh it now so the module's attributes can be
+    read from the sliced ``g`` and ``v``."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm):
+            with torch.no_grad():
+                setattr(module, hook.name, hook.compute_weight(module))
 
 
 def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
@@ -106,6 +141,7 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                 memo = {id(t): memo_base[id(t)] for t in list(old.parameters()) + list(old.buffers())
                         if id(t) in memo_base}
                 new = copy_module(old, memo)
+                _refresh_legacy_weight_norm(new)
                 rule = registry.module_rule(old)
                 changed = any(memo[id(t)].shape != t.shape for t in list(old.parameters()) + list(old.buffers())
                               if id(t) in memo)

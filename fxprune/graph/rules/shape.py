@@ -323,11 +323,42 @@ def unbind(ctx: RuleContext) -> Any:
 
 
 # ---- indexing -------------------------------------------------------------------------------------------
+def _is_scalar_node(i: Any) -> bool:
+    return isinstance(i, fx.Node) and tensor_meta(i) is None
+
+
+def _is_int_list(i: Any) -> bool:
+    return isinstance(i, list) and len(i) > 0 and all(isinstance(v, int) and not isinstance(v, bool) for v in i)
+
+
+def _advanced_rank(i: Any) -> int | None:
+    """Output axes an advanced index entry produces: 1 for a list of ints, the index tensor's
+    ndim for an integer tensor node; None when ``i`` is not an advanced index we follow (bool
+    masks consume several axes, nested lists, tensor constants)."""
+    if _is_int_list(i):
+        return 1
+    if isinstance(i, fx.Node):
+        meta = tensor_meta(i)
+        if meta is not None and not meta.dtype.is_floating_point and meta.dtype != torch.bool:
+            return len(meta.shape)
+    return None
+
+
+def _is_advanced(i: Any) -> bool:
+    return isinstance(i, list) or (isinstance(i, (fx.Node, torch.Tensor)) and not _is_scalar_node(i))
+
+
 def _expand_index(idx: Any, nd: int) -> list[Any] | None:
-    """The index as one entry per input axis (plus None entries), or None for advanced indexing."""
+    """The index as one entry per input axis (plus None entries), or None for indexing we do not
+    follow: several advanced indices, or one combined with an integer (numpy moves the result
+    axes then), boolean masks."""
     idx = list(idx) if isinstance(idx, tuple) else [idx]
-    if any(isinstance(i, (fx.Node, list, torch.Tensor)) and not _is_scalar_node(i) for i in idx):
-        return None
+    advanced = [i for i in idx if _is_advanced(i)]
+    if advanced:
+        if len(advanced) > 1 or _advanced_rank(advanced[0]) is None:
+            return None
+        if any(isinstance(i, int) or _is_scalar_node(i) for i in idx):
+            return None
     consuming = sum(1 for i in idx if i is not None and i is not Ellipsis)
     if Ellipsis in idx:
         k = idx.index(Ellipsis)
@@ -337,10 +368,6 @@ def _expand_index(idx: Any, nd: int) -> list[Any] | None:
     return idx
 
 
-def _is_scalar_node(i: Any) -> bool:
-    return isinstance(i, fx.Node) and tensor_meta(i) is None
-
-
 def _norm_slice(s: slice, size: int) -> tuple[int, int, int] | None:
     if any(isinstance(v, fx.Node) for v in (s.start, s.stop, s.step)):
         return None
@@ -348,13 +375,18 @@ def _norm_slice(s: slice, size: int) -> tuple[int, int, int] | None:
 
 
 def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
+    """Channels through ``x[idx]``: slices keep (or cut) an axis, an integer picks one channel
+    (which must then be kept; the rewrite renumbers it), one advanced index (a list of ints or an
+    integer index tensor) replaces its axis — channels on the other axes pass, a list on a channel
+    axis keeps its members."""
     shape = ctx.shape(x)
     entries = _expand_index(idx, len(shape))
     if entries is None:
-        return ctx.barrier("advanced (tensor) indexing")
+        return ctx.barrier("advanced indexing with several index tensors, masks, or mixed with integers")
     axis_map: dict[int, int] = {}
     selected: dict[int, Any] = {}
     sliced: dict[int, slice] = {}
+    advanced: dict[int, Any] = {}
     i_in = i_out = 0
     for e in entries:
         if e is None:
@@ -365,6 +397,11 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
                 sliced[i_in] = e
             i_in += 1
             i_out += 1
+        elif _is_advanced(e):
+            advanced[i_in] = e
+            axis_map[i_in] = i_out
+            i_in += 1
+            i_out += _advanced_rank(e)
         else:  # int or scalar node
             selected[i_in] = e
             i_in += 1
@@ -373,7 +410,19 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
         sel = [a for a in f.axes if a in selected]
         if sel:
             if len(f.axes) == 1 and isinstance(selected[sel[0]], int):
-                ctx.pin(f.ids[selected[sel[0]]:][:1], "indexing picks this channel")
+                i = selected[sel[0]] % shape[sel[0]]
+                ctx.pin(f.ids[i:i + 1], "indexing picks this channel")
+            else:
+                ctx.pin(f.ids, "indexing picks channels by a computed index")
+            continue
+        adv = [a for a in f.axes if a in advanced]
+        if adv:
+            e = advanced[adv[0]]
+            if len(f.axes) == 1 and _is_int_list(e):
+                picks = [i % shape[adv[0]] for i in e]
+                ctx.pin(f.ids[picks], "a list index picks these channels")
+                if len(set(picks)) == len(picks):
+                    out.append(Factor((axis_map[adv[0]],), f.ids[picks]))
             else:
                 ctx.pin(f.ids, "indexing picks channels by a computed index")
             continue
@@ -388,6 +437,11 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
             ids = ids[norm[0]:norm[1]]
         out.append(Factor(tuple(axis_map[a] for a in f.axes), ids))
     return tuple(out)
+
+
+def _renumber(keep: np.ndarray, i: int, size: int) -> int:
+    """Position of dense channel ``i`` among the kept ones (it is kept: the rule pinned it)."""
+    return int(keep[:i % size].sum())
 
 
 @register_rule(functions=[tuple])
@@ -438,12 +492,20 @@ def _rewrite_getitem(r) -> None:
             i_in += 1
     new_items = list(items)
     for k, (e, axis) in enumerate(zip(items, positions)):
-        if not isinstance(e, slice) or axis is None or e == slice(None):
+        if axis is None or e == slice(None) or not isinstance(e, (slice, int, list)) or isinstance(e, bool):
             continue
         f = r.factor_on(src, axis)
         if f is None:
             continue
         keep = r.id_kept[f.ids]
+        if isinstance(e, int):
+            new_items[k] = _renumber(keep, e, shape[axis])
+            changed = True
+            continue
+        if isinstance(e, list):
+            new_items[k] = [_renumber(keep, i, shape[axis]) for i in e]
+            changed = True
+            continue
         start, stop, _ = e.indices(shape[axis])
         new_start = int(keep[:start].sum())
         new_stop = int(keep[:stop].sum())
@@ -482,6 +544,25 @@ def select(ctx: RuleContext) -> Any:
     nd = len(ctx.shape(x))
     dim, index = ctx.arg(1, "dim") % nd, ctx.arg(2, "index")
     return index_factors(ctx, x, tuple([slice(None)] * dim + [index]))
+
+
+@select.rewriter
+def _rewrite_select(r) -> None:
+    src = r.old.args[0] if r.old.args else r.old.kwargs.get("input")
+    shape = r.dense_shape(src)
+    dim = r.old.args[1] if len(r.old.args) > 1 else r.old.kwargs.get("dim")
+    index = r.old.args[2] if len(r.old.args) > 2 else r.old.kwargs.get("index")
+    if shape is None or not isinstance(dim, int) or not isinstance(index, int):
+        return
+    dim %= len(shape)
+    f = r.factor_on(src, dim)
+    if f is None:
+        return
+    new = _renumber(r.id_kept[f.ids], index, shape[dim])
+    if len(r.new.args) > 2:
+        r.new.args = (*r.new.args[:2], new, *r.new.args[3:])
+    else:
+        r.new.kwargs = {**r.new.kwargs, "index": new}
 
 
 @register_rule(methods=["index_select"], functions=[torch.index_select])
