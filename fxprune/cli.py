@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,32 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"input shape must look like 1,3,224,224, got {text!r}") from None
 
 
+def out_dir(path: str) -> Path:
+    """``--out``: an existing directory or one we can create; checked before any work starts."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FxPruneError(f"--out {path} is an existing file; give a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FxPruneError(f"cannot create --out {path}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FxPruneError(f"--out {path} is not writable")
+    return out
+
+
+def _json_option(text: str, option: str) -> Any:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FxPruneError(f"{option} is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise FxPruneError(f"{option} must be a JSON object such as '{{\"soft_decay\": 0.5}}', got {text!r}")
+    return value
+
+
 def _fmt(n: float) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
@@ -37,6 +64,7 @@ def _fmt(n: float) -> str:
 
 
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
+    out = out_dir(args.out)
     model, shape = get_model(args.model, args.weights)
     shape = args.input_shape or shape
     torch.manual_seed(args.seed)
@@ -52,8 +80,6 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
         small = fx_compile(model, plan, example_inputs=(x,), verify=not args.no_verify, calibration_data=data)
         total = time.perf_counter() - t0
     rep = get_report(small)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     save(small, out / "model.fxp")
     plan.to_json(out / "plan.json")
     small.meta["fxprune.resolution"].to_json(out / "resolution.json")
@@ -118,6 +144,7 @@ def _calibration(kind: str, shape: tuple[int, ...], batches: int, seed: int):
 def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     from .analysis import analyze_criteria
 
+    out_dir(args.out)
     model, shape = get_model(args.model, args.weights)
     shape = args.input_shape or shape
     torch.manual_seed(args.seed)
@@ -194,6 +221,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from .train import fit
     from .train.run import MethodConfig, run_method
 
+    options = _json_option(args.options, "--options") if args.options else {}
+    out = out_dir(args.out)
     rank, world = _distributed_setup()
     torch.manual_seed(args.seed)
     model, shape = get_model(args.model, args.weights)
@@ -207,7 +236,6 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if args.pretrain_epochs:
         with console.status(f"pre-training {args.model} for {args.pretrain_epochs} epochs") if rank == 0 else contextlib.nullcontext():
             fit(model, train, epochs=args.pretrain_epochs, lr=args.lr, description="pretrain")
-    options = json.loads(args.options) if args.options else {}
     cfg = MethodConfig(args.method, flops=args.flops, epochs=args.epochs, criterion=args.criterion, scope=args.scope,
                        lr=args.lr, search_fraction=args.search_fraction, progress=rank == 0, options=options)
     small, record = run_method(cfg, model, (x,), train, val, test)
@@ -223,9 +251,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         dist.all_gather_object(ranks, mine)
         record["ranks"] = ranks
         record["identical"] = all(r["model"] == ranks[0]["model"] and r["masks"] == ranks[0]["masks"] for r in ranks)
-    out = Path(args.out)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         save(small, out / "model.fxp")
         (out / "result.json").write_text(json.dumps(record, indent=1, default=float))
         table = Table(title=f"fxprune train: {args.method} on {args.model} ({args.data}, seed {args.seed})")
@@ -376,9 +402,16 @@ def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) ->
     p.add_argument("--seed", type=int, default=0)
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fxprune", description="Graph-compiler channel pruning for PyTorch.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what the compiler does")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the compiler does; tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"fxprune {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("prune", help="prune a model and write it, its plan and resolution")
     _add_model_options(pr, plan_file=False)
@@ -464,14 +497,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 1 the input is wrong (a named error on stderr; the
+    traceback only with --verbose), 2 a usage error (argparse)."""
     args = build_parser().parse_args(argv)
     console = Console()
+    errors = Console(stderr=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         return args.func(args, console)
-    except FxPruneError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    except (FxPruneError, OSError) as exc:
+        if args.verbose:
+            errors.print_exception()
+        message = str(exc) if isinstance(exc, FxPruneError) else f"{exc.strerror or exc}: {exc.filename or ''}"
+        errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with --verbose
+        if args.verbose:
+            errors.print_exception()
+        errors.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}. Rerun with --verbose for the "
+                     "traceback and report it.", markup=True, highlight=False, soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from rich.table import Table
 
 def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
     from . import Plan, compile as fx_compile, report, save
+    from .cli import out_dir
+    from .models import load_weights
     from .analysis.joints import importance_record, plot_skeleton, write_importance
     from .data.skeleton import load_skeleton_npz, synthetic_infant_movements
     from .models.cp_attention import CPAttentionNet, evaluate_cp, joint_importance, train_cp
@@ -27,11 +29,9 @@ def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
     train, test = data.split(0.75, seed=args.seed)
     n_classes = int(data.y.max()) + 1
     model = CPAttentionNet(in_channels=data.x.shape[1], joints=data.x.shape[3], num_classes=n_classes)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(args.out)
     if args.weights:
-        state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        load_weights(model, args.weights)
     else:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("training", total=args.epochs)

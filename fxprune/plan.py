@@ -141,10 +141,15 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        if not isinstance(d, Mapping):
+            raise PlanError(f"a plan is a JSON object of plan fields, got {type(d).__name__}")
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise PlanError(f"unknown plan fields {sorted(unknown)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"bad plan: {exc}") from None
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -154,13 +159,27 @@ class Plan:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Plan:
-        return cls.from_dict(json.loads(_read(text_or_path)))
+        return cls.from_dict(_load_json(text_or_path, "plan", PlanError))
 
 
 def _check_fraction(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value < 1.0) \
             or math.isnan(value):
         raise PlanError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def _load_json(text_or_path: str | Path, what: str, error: type[Exception]) -> Any:
+    """JSON from a file path or JSON text; missing files and bad JSON raise ``error`` naming them."""
+    try:
+        text = _read(text_or_path)
+    except OSError as exc:
+        raise error(f"cannot read the {what} file {text_or_path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = text_or_path if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{") \
+            else f"{what} text"
+        raise error(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
 
 
 def _read(text_or_path: str | Path) -> str:
@@ -245,4 +264,8 @@ class Resolution:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Resolution:
-        return cls.from_dict(json.loads(_read(text_or_path)))
+        d = _load_json(text_or_path, "resolution", ResolutionError)
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ResolutionError(f"not a valid fxprune resolution ({type(exc).__name__}: {exc})") from None

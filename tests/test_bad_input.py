@@ -145,3 +145,32 @@ def test_compile_with_an_analysis_of_another_model_is_refused():
         fxprune.compile(b, fxprune.Plan(sparsity=0.5), analysis=an)
     small = fxprune.compile(a, fxprune.Plan(sparsity=0.5), analysis=an)  # no second trace
     assert fxprune.report(small).max_abs_error is not None
+
+
+def _small_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+
+
+def test_ignore_entries_must_be_names():
+    with pytest.raises(fxprune.PlanError, match="ignore takes module names"):
+        fxprune.Plan(sparsity=0.5, ignore=[None])
+
+
+def test_too_many_example_inputs():
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(fxprune.PlanError, match="2 example inputs given"):
+        fxprune.compile(_small_net(), fxprune.Plan(sparsity=0.5), example_inputs=(x, x))
+
+
+def test_model_on_the_meta_device():
+    with torch.device("meta"):
+        m = _small_net()
+    with pytest.raises(fxprune.ModelError, match="meta device"):
+        fxprune.compile(m, fxprune.Plan(sparsity=0.5), example_inputs=(torch.randn(1, 3, 8, 8),))
+
+
+def test_taylor_calibration_batches_of_the_wrong_shape():
+    with pytest.raises(fxprune.PlanError, match="calibration batch 0"):
+        fxprune.compile(_small_net(), fxprune.Plan(sparsity=0.5, criterion="taylor"),
+                        example_inputs=(torch.randn(1, 3, 8, 8),),
+                        calibration_data=[(torch.randn(4, 5, 8, 8), torch.randn(4, 2, 8, 8))])

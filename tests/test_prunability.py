@@ -22,7 +22,6 @@ def test_fast_subset_prunes_verifies_and_runs_in_both_modes(rows):
         assert r["ok"], (r["model"], r["scope"], r.get("error"))
         assert r["eval_ok"] and r["train_ok"] and r["output_shape"] == "1x1000"
         assert r["relative_error"] < 1e-4 and r["macs_ratio"] < 0.9 and r["params_ratio"] < 0.9
-        assert r["total_s"] < 5.0 and r["peak_extra_mb"] >= 0
 
 
 def test_report_table_and_summary(rows):

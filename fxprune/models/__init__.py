@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import PlanError
+from ..errors import ModelError, PlanError
 
 ModelFactory = Callable[[str], tuple[nn.Module, tuple[int, ...]]]
 ZOOS: dict[str, ModelFactory] = {}
@@ -85,6 +85,27 @@ def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, 
         raise PlanError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}")
     model, shape = ZOOS[prefix](name)
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        load_weights(model, weights)
     return model.eval(), shape
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local state-dict file (``torch.load(weights_only=True)``: no code runs) into
+    ``model``; a missing or unreadable file, or keys/shapes that do not fit, raise ModelError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a file that is not a checkpoint
+        raise ModelError(f"{path} is not a readable state-dict file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} does not hold a state dict (name -> tensor)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{path} does not fit {type(model).__name__}: {str(exc).splitlines()[0]} "
+                         f"{' '.join(str(exc).splitlines()[1:3]).strip()[:300]}") from None

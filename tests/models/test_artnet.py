@@ -198,7 +198,7 @@ def test_stylize_cli(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == (64, 64)
-    assert main(["stylize", "missing.png", "--size", "64", "-o", str(out)]) == 2
+    assert main(["stylize", "missing.png", "--size", "64", "-o", str(out)]) == 1
 
 
 def test_encoder_stays_in_eval_mode():
