@@ -35,8 +35,8 @@ def test_cli_export_with_trt_names_what_is_missing_after_writing_the_onnx(tmp_pa
     onnx_path = tmp_path / "r.onnx"
     code = main(["export", "--model", "cifar:resnet20", "--sparsity", "0.5", "--onnx", str(onnx_path),
                  "--trt", str(tmp_path / "r.engine"), "--fp16"])
-    out = capsys.readouterr().out
-    assert code == 2 and "TensorRT is not installed" in out
+    err = capsys.readouterr().err
+    assert code == 1 and "TensorRT is not installed" in err
     assert onnx_path.exists() and not (tmp_path / "r.engine").exists()
 
 

@@ -132,7 +132,7 @@ def test_explain_joints_cli(tmp_path):
     assert rc == 0 and rec2["joints"] == rec["joints"]
 
 
-def test_prune_cli_with_skeleton_model_and_data(tmp_path):
+def test_prune_cli_with_skeleton_model_and_data(tmp_path, capsys):
     from fxprune.cli import main
 
     assert main(["prune", "--model", "skeleton:cp_attention", "--criterion", "attention", "--data", "skeleton",
@@ -140,4 +140,6 @@ def test_prune_cli_with_skeleton_model_and_data(tmp_path):
     assert fxprune.load(tmp_path / "model.fxp")(torch.randn(2, 3, 64, 18)).shape == (2, 2)
     # image model + skeleton data: a named error, not a traceback
     assert main(["prune", "--model", "torchvision:resnet18", "--criterion", "taylor", "--data", "skeleton",
-                 "--out", str(tmp_path / "r")]) == 2
+                 "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
