@@ -99,10 +99,12 @@ def private_runner(gm: nn.Module, graph: "fx.Graph | None" = None) -> "fx.GraphM
     memo: dict[int, Any] = {}
     for p in gm.parameters():
         memo[id(p)] = p
+    sources: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         for b in gm.buffers():
             if id(b) not in memo:
                 memo[id(b)] = b.clone()
+                sources.append((memo[id(b)], b))
     root: dict[str, Any] = {}
     for n in new.nodes:
         if n.op == "call_module" and n.target not in root:
@@ -112,8 +114,18 @@ def private_runner(gm: nn.Module, graph: "fx.Graph | None" = None) -> "fx.GraphM
             if isinstance(value, torch.Tensor) and id(value) not in memo:
                 with torch.no_grad():
                     memo[id(value)] = value.clone()
+                sources.append((memo[id(value)], value))
             root[n.target] = memo.get(id(value), value) if isinstance(value, torch.Tensor) else value
-    return fx.GraphModule(root, new, type(gm).__name__)
+    runner = fx.GraphModule(root, new, type(gm).__name__)
+    runner.__dict__["_fxprune_sources"] = sources
+    return runner
+
+
+def reset_buffers(runner: nn.Module) -> None:
+    """Give a ``private_runner`` its buffers' original values again (before another run)."""
+    with torch.no_grad():
+        for copy_, source in runner.__dict__.get("_fxprune_sources", ()):
+            copy_.copy_(source)
 
 
 def clone_inputs(inputs: Any) -> Any:
