@@ -13,10 +13,9 @@ from .criteria import CRITERIA, ScoringContext, register_criterion
 from .errors import (BenchmarkError, ExportError, FxPruneError, ModelError, PlanError, ResolutionError,
                      SerializationError, TraceError, VerificationError)
 from .graph.rules import REGISTRY, register_rule
-from .module import PrunedGraphModule
+from .module import PrunedGraphModule, load, save
 from .plan import Plan, Resolution
 from .report import Report, report
-from .serialize import load, save
 
 from . import bench, export, methods  # noqa: E402  (subpackages: fxprune.export.export_onnx, ...)
 

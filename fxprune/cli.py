@@ -18,6 +18,7 @@ from rich.table import Table
 from . import compile as fx_compile
 from . import report as get_report
 from . import save
+from .report import RESOLUTION_KEY
 from .errors import FxPruneError, PlanError
 from .models import get_model
 from .plan import Plan
@@ -82,7 +83,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     rep = get_report(small)
     save(small, out / "model.fxp")
     plan.to_json(out / "plan.json")
-    small.meta["fxprune.resolution"].to_json(out / "resolution.json")
+    small.meta[RESOLUTION_KEY].to_json(out / "resolution.json")
     (out / "report.json").write_text(rep.to_json())
 
     table = Table(title=f"fxprune: {args.model}")

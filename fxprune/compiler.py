@@ -15,17 +15,19 @@ import torch
 from torch import nn
 
 from .errors import ModelError, PlanError, ResolutionError
-from .graph.channels import ChannelGraph, analyze
+from .graph.channel_graph import ChannelGraph
+from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
+from .graph.factors import FACTORS, iter_factors
 from .graph.rules import REGISTRY, OpRegistry
-from .graph.trace import TracedModel, propagate_shapes, trace
-from .module import REPORT_KEY, PrunedGraphModule
+from .capture.trace import TracedModel, propagate_shapes, trace
+from .module import PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
 from .passes.verify import verify as verify_pass
 from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
-from .report import BarrierReport, GroupReport, Report
+from .report import REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +129,8 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
         for gm in traced.graph_modules:
             propagate_shapes(gm, inputs)
     with timer.stage("analyse"):
-        cg = analyze(traced.graph_modules, registry)
-        cg.groups()
+        cg = build_channel_graph(traced.graph_modules, registry)
+        log.debug("%d channel groups, %d barriers", len(cg.groups()), len(cg.barriers))
     return Analysis(model, inputs, traced, cg, timer, notes)
 
 
@@ -206,7 +208,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     with timer.stage("rewrite"):
         id_kept = cg.id_kept(resolution.pruned_roots(cg))
         _check_nonempty(cg, id_kept)
-        small = rewrite_pass(traced, cg, id_kept, registry)
+        small = rewrite_pass(traced, cg, id_kept, registry, PrunedGraphModule)
         small.training = model.training
     err = scale = None
     if verify:
@@ -215,7 +217,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             err, scale = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
                                  d_rtol if rtol is None else rtol)
     small.meta[REPORT_KEY] = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
-    small.meta["fxprune.resolution"] = resolution
+    small.meta[RESOLUTION_KEY] = resolution
     return small
 
 
@@ -223,8 +225,6 @@ def _check_nonempty(cg, id_kept) -> None:
     """A resolution may not remove every channel of a tensor (the layer would have zero width).
     Plans never do (the planner gives such a tensor back its best channel); a hand-made or
     learned resolution gets this error instead of a broken model."""
-    from .graph.channels import FACTORS, iter_factors
-
     for gm in cg.graph_modules:
         for n in gm.graph.nodes:
             for f in iter_factors(n.meta.get(FACTORS)):

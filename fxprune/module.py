@@ -1,81 +1,64 @@
-"""The compiled artifact: a GraphModule that may carry a second, train-mode graph.
-
-FX bakes ``self.training`` into a traced graph, so a model whose forward branches on it
-(auxiliary heads, stochastic depth written in Python) needs both graphs to keep both
-behaviours. ``forward`` dispatches on ``self.training``; both graphs share the same modules.
-"""
+"""The compiled artifact: ``PrunedGraphModule`` (a two-graph GraphModule carrying its report),
+and its files: ``save`` / ``load`` of ``.fxp`` files, which hold data, never code
+(see ``fxprune.serialize``)."""
 
 from __future__ import annotations
 
-import functools
+from pathlib import Path
 from typing import Any
 
-from torch import fx, nn
-from torch.fx.graph_module import _forward_from_src
+import torch
+from torch import nn
 
-from .graph.copying import assign_attr, lookup_attr
+from .capture.graph_module import RESERVED_NAMES, DualGraphModule
+from .errors import SerializationError
+from .report import REPORT_KEY, RESOLUTION_KEY
+from .serialize import from_state, to_state
 
-REPORT_KEY = "fxprune.report"
+__all__ = ["REPORT_KEY", "RESOLUTION_KEY", "PrunedGraphModule", "load", "save"]
 
 
-class PrunedGraphModule(fx.GraphModule):
-    """``fx.GraphModule`` plus an optional ``train_graph`` used when ``self.training`` is True."""
 
-    def __init__(self, root: nn.Module | dict[str, Any], graph: fx.Graph, train_graph: fx.Graph | None = None,
-                 class_name: str = "PrunedModule") -> None:
-        super().__init__(root, graph, class_name)
-        if train_graph is not None:
-            have = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
-            for node in train_graph.nodes:
-                if node.op in ("call_module", "get_attr") and node.target not in have:
-                    value = root[node.target] if isinstance(root, dict) else lookup_attr(root, node.target)
-                    assign_attr(self, node.target, value)
-                    have.add(node.target)
-        self.__dict__["_train_graph"] = train_graph
-        if train_graph is not None:  # super().__init__ compiled the eval graph already
-            self.recompile()
-
-    @property
-    def train_graph(self) -> fx.Graph | None:
-        return self.__dict__.get("_train_graph")
-
-    def recompile(self):  # type: ignore[override]
-        code = super().recompile()
-        cls = type(self)
-        eval_forward = cls.forward
-        train_graph = self.__dict__.get("_train_graph")
-        if train_graph is None:
-            cls.forward_eval = cls.forward_train = eval_forward
-            return code
-        tcode = train_graph.python_code(root_module="self")
-        train_forward = _forward_from_src(tcode.src, tcode.globals, {})
-        self.__dict__["_train_code"] = tcode.src
-
-        @functools.wraps(eval_forward)
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            return (train_forward if self.training else eval_forward)(self, *args, **kwargs)
-
-        cls.forward = forward
-        cls.forward_eval, cls.forward_train = eval_forward, train_forward
-        return code
-
-    @property
-    def train_code(self) -> str:
-        return self.__dict__.get("_train_code", self.code)
-
-    def _deepcopy_init(self):
-        name = type(self).__name__
-
-        def init(res: PrunedGraphModule, fake_mod: nn.Module, graph: fx.Graph) -> None:
-            PrunedGraphModule.__init__(res, fake_mod, graph, fake_mod.__dict__.get("_train_graph"), name)
-
-        return init
+class PrunedGraphModule(DualGraphModule):
+    """What ``fxprune.compile`` returns: a GraphModule (with a train-mode graph when the model
+    branches on ``self.training``) whose ``meta`` holds the report and the resolution. Pickles
+    through fxprune's data-only state (``torch.save`` of the model never stores code)."""
 
     def __reduce__(self):
-        from .serialize import from_state, to_state
-
-        return (from_state, (to_state(self),))
+        return (_rebuild, (to_state(self),))
 
     @property
     def fxprune_report(self):
         return self.meta.get(REPORT_KEY)
+
+
+def _rebuild(state: Any) -> nn.Module:
+    return from_state(state, cls=PrunedGraphModule)
+
+
+assert {n for n in dir(PrunedGraphModule) if n not in dir(nn.Module)} <= RESERVED_NAMES | {"__reduce__"}
+
+
+def save(model: nn.Module, path: str | Path) -> None:
+    """Write a compiled model to ``path`` (a ``.fxp`` file; see the module docstring)."""
+    state = to_state(model)
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise SerializationError(f"cannot save to {path}: the directory {parent} does not exist")
+    try:
+        torch.save(state, path)
+    except OSError as exc:
+        raise SerializationError(f"cannot save to {path}: {exc.strerror or exc}") from None
+
+
+def load(path: str | Path, *, trusted: bool = False, map_location: Any = None) -> nn.Module:
+    """Read a model written by ``save``. Never unpickles code unless ``trusted=True``."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise SerializationError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SerializationError(f"{path} is a directory, not an fxprune file") from None
+    except Exception as exc:
+        raise SerializationError(f"{path} is not a readable fxprune file: {exc}") from exc
+    return from_state(state, trusted=trusted, cls=PrunedGraphModule)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .criteria import CRITERIA, CriterionSpec, ScoringContext, score_groups
 from .errors import PlanError
-from .graph.channels import FACTORS, ChannelGraph, Group, iter_factors
+from .graph.factors import FACTORS, iter_factors
+from .graph.channel_graph import ChannelGraph, Group
 from .plan import GroupChoice, Plan, Resolution
 
 log = logging.getLogger(__name__)

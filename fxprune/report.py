@@ -8,6 +8,11 @@ from typing import Any
 
 from .errors import FxPruneError
 
+REPORT_KEY = "fxprune.report"
+"""``model.meta`` key of the compile report."""
+RESOLUTION_KEY = "fxprune.resolution"
+"""``model.meta`` key of the resolution a model was compiled with."""
+
 
 @dataclass
 class GroupReport:
@@ -78,7 +83,7 @@ class Report:
 def report(model: Any) -> Report:
     """The report of a model returned by ``fxprune.compile`` (or loaded with ``fxprune.load``)."""
     meta = getattr(model, "meta", None)
-    rep = meta.get("fxprune.report") if isinstance(meta, dict) else None
+    rep = meta.get(REPORT_KEY) if isinstance(meta, dict) else None
     if rep is None:
         raise FxPruneError(f"{type(model).__name__} was not produced by fxprune.compile (it carries no report)")
     return rep

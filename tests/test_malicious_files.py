@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import fxprune
-from fxprune import safelist
+from fxprune.serialize import safelist
 from fxprune.serialize import to_state
 
 

@@ -27,7 +27,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channels import ChannelGraph, node_shape, submodule, weight_norm_of
+from ..graph.channel_graph import ChannelGraph
+
+from ..capture.meta import node_shape, submodule
+
+from ..graph.params import weight_norm_of
 from ..graph.costmodel import CostModel
 from .timing import sample
 

@@ -24,7 +24,8 @@ import numpy as np
 from torch import fx, nn
 
 from ..errors import PlanError
-from ..graph.channels import ChannelGraph, Group, ParamAxis, submodule
+from ..graph.channel_graph import ChannelGraph, Group, ParamAxis
+from ..capture.meta import submodule
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import fx
 
 from ..errors import PlanError
-from ..graph.channels import FACTORS, Group, node_shape
-from ..graph.copying import private_runner
+from ..graph.factors import FACTORS
+from ..graph.channel_graph import Group
+from ..capture.meta import node_shape
+from ..capture.copying import private_runner
 from ..graph.factors import Factor
-from ..graph.trace import training_mode
+from ..capture.trace import training_mode
 from . import ScoringContext, register_criterion
 
 log = logging.getLogger(__name__)

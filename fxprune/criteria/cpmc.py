@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import PlanError
-from ..graph.channels import Group
+from ..graph.channel_graph import Group
 from . import ScoringContext, register_criterion
 from .magnitude import l2
 

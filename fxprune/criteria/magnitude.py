@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph.channels import Group, ParamAxis
+from ..graph.channel_graph import Group, ParamAxis
 from . import ScoringContext, register_criterion
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from ..graph.channels import Group
+from ..graph.channel_graph import Group
 from . import ScoringContext, register_criterion
 
 

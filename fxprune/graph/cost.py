@@ -1,62 +1,75 @@
-"""Analytic multiply-accumulate count read off a traced graph.
+"""Exact multiply-accumulate counts read off a traced graph, from the op rules' cost formulas.
 
 Counts what ``torch.utils.flop_counter.FlopCounterMode`` counts (convolutions, matmuls,
 attention; FLOPs = 2 x MACs) from node shapes alone, so the pruned model's cost is known without
-running it: pass the pruned shapes and the pruned modules. Tested against FlopCounterMode.
+running it: pass the pruned shapes and the pruned modules. An op without a rule, or with a rule
+but no cost formula, is run once on meta tensors of the right shapes under FlopCounterMode.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 
-from .channels import node_shape, submodule
-from .copying import deepcopy_module
-from .rules.aligned import ChannelAligned
-from .rules.contract import parse_einsum
+from ..capture.copying import deepcopy_module
+from ..capture.meta import TENSOR_META, node_shape, submodule
+from .channel_graph import ChannelGraph
+from .rules import REGISTRY, CostContext, OpRegistry
+from .rules.registry import CostTerm
+
+__all__ = ["count_macs", "count_params", "measured_macs", "node_cost_terms", "node_macs"]
 
 Shape = tuple[int, ...]
+_CALLS = ("call_function", "call_method", "call_module")
 
 
-def _prod(xs: Any) -> int:
-    return int(math.prod(xs))
+def node_cost_terms(node: fx.Node, shape_of: Callable[[Any], Shape | None], module_of: Callable[[str], nn.Module],
+                    cg: ChannelGraph | None = None, registry: OpRegistry = REGISTRY) -> list[CostTerm] | None:
+    """The cost terms of ``node`` from its rule's formula; None when the op has no formula (or its
+    formula returns None for this call): then its cost is measured."""
+    if node.op not in _CALLS:
+        return []
+    rule = registry.lookup(node, module_of)
+    if rule is None or rule.cost is None:
+        return None
+    terms = rule.cost(CostContext(node, shape_of, module_of, cg))
+    return None if terms is None else list(terms)
+
+
+def node_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None] = node_shape,
+              module_of: Callable[[str], nn.Module] | None = None, registry: OpRegistry = REGISTRY) -> int:
+    """MACs of one node at the shapes ``shape_of`` gives (a formula, or a measured count)."""
+    terms = node_cost_terms(node, shape_of, module_of, None, registry)
+    if terms is None:
+        return measured_macs(node, shape_of, module_of)
+    return int(sum(base for base, _ in terms))
 
 
 def count_macs(gm: fx.GraphModule, shape_of: Callable[[Any], Shape | None] = node_shape,
-               module_of: Callable[[str], nn.Module] | None = None) -> int:
+               module_of: Callable[[str], nn.Module] | None = None, registry: OpRegistry = REGISTRY) -> int:
     """MACs of one forward over the graph of ``gm``. ``shape_of`` gives a node's output shape
-    (default: the shape-propagated one); ``module_of`` resolves call_module targets.
-
-    Ops without a formula and without a channel rule (wrapped functions, custom leaves) are run
-    once on meta tensors of the right shapes under FlopCounterMode."""
-    from .rules import REGISTRY
-
+    (default: the shape-propagated one); ``module_of`` resolves call_module targets."""
     module_of = module_of or (lambda target: submodule(gm, target))
-    total = 0
-    for node in gm.graph.nodes:
-        n = node_macs(node, shape_of, module_of)
-        if n == 0 and node.op in ("call_function", "call_method", "call_module") and \
-                REGISTRY.lookup(gm, node) is None:
-            n = _measured_macs(node, shape_of, module_of)
-        total += n
-    return total
+    return sum(node_macs(node, shape_of, module_of, registry) for node in gm.graph.nodes)
 
 
-def _measured_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None],
-                   module_of: Callable[[str], nn.Module]) -> int:
+def measured_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None],
+                  module_of: Callable[[str], nn.Module]) -> int:
+    """MACs FlopCounterMode counts when ``node``'s op runs once on meta tensors of the given shapes
+    (0 for an op that cannot run on meta tensors: its cost is unknown)."""
+    if node.op not in _CALLS:
+        return 0
+
     class _Unknown(Exception):
         pass
 
     def meta(a: fx.Node) -> Any:
-        tm = a.meta.get("tensor_meta")
+        tm = a.meta.get(TENSOR_META)
         if not isinstance(tm, TensorMetadata):
             raise _Unknown
         return torch.empty(shape_of(a), dtype=tm.dtype, device="meta")
@@ -72,79 +85,13 @@ def _measured_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None],
         with FlopCounterMode(display=False) as counter:
             fn(*args, **kwargs)
         return counter.get_total_flops() // 2
-    except Exception:  # an op that cannot run on meta tensors: not counted
+    except Exception:  # noqa: BLE001 - an op that cannot run on meta tensors: not counted
         return 0
-
-
-def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
-    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
-
-
-def node_macs(node: fx.Node, shape_of: Callable[[Any], Shape | None], module_of: Callable[[str], nn.Module]) -> int:
-    out = shape_of(node)
-    if node.op == "call_module":
-        m = module_of(node.target)
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return _prod(out) * (m.in_channels // m.groups) * _prod(m.kernel_size)
-        if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            return _prod(shape_of(node.args[0])) * (m.out_channels // m.groups) * _prod(m.kernel_size)
-        if isinstance(m, nn.Linear):
-            return _prod(out) * m.in_features
-        if isinstance(m, nn.MultiheadAttention):
-            return _mha_macs(m, [shape_of(a) for a in node.args[:3]])
-        if isinstance(m, ChannelAligned):
-            shapes = [shape_of(a) for a in node.args if isinstance(a, fx.Node)]
-            return int(sum(base for base, _ in m.macs_terms(shapes)))
-        return 0
-    if node.op not in ("call_function", "call_method") or out is None:
-        return 0
-    t = node.target
-    if t in (torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm"):
-        a = shape_of(node.args[0])
-        return _prod(out) * a[-1]
-    if t in (torch.addmm, torch.baddbmm, "addmm", "baddbmm"):
-        a = shape_of(node.args[1])
-        return _prod(out) * a[-1]
-    if t is F.linear:
-        return _prod(out) * shape_of(node.args[0])[-1]
-    if t in (F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d):
-        w = shape_of(_arg(node, 1, "weight"))
-        return _prod(out) * _prod(w[1:])
-    if t is F.scaled_dot_product_attention:
-        q, k, v = (shape_of(_arg(node, i, n)) for i, n in enumerate(("query", "key", "value")))
-        batch = _prod(q[:-2])
-        return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
-    if t is torch.einsum:
-        ops = node.args[1:]
-        if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
-            ops = ops[0]
-        if len(ops) != 2:
-            return 0
-        shapes = [shape_of(x) for x in ops]
-        labels, _ = parse_einsum(node.args[0], [len(s) for s in shapes])
-        sizes: dict[str, int] = {}
-        for ls, s in zip(labels, shapes):
-            for lab, n in zip(ls, s):
-                sizes[lab] = max(sizes.get(lab, 1), n)
-        return _prod(sizes.values())
-    return 0
-
-
-def _mha_macs(m: nn.MultiheadAttention, shapes: list[Shape | None]) -> int:
-    q, k, v = shapes
-    if m.batch_first:
-        n, length, e = q[0], q[1], q[2]
-        s = k[1]
-    elif len(q) == 3:
-        length, n, e = q
-        s = k[0]
-    else:
-        length, e = q
-        n, s = 1, k[0]
-    proj = n * length * e * m.embed_dim + n * s * k[-1] * m.embed_dim + n * s * v[-1] * m.embed_dim
-    attn = 2 * n * length * s * m.embed_dim
-    return proj + attn + n * length * m.embed_dim * m.embed_dim
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def total(terms: Iterable[CostTerm]) -> int:
+    return int(sum(base for base, _ in terms))

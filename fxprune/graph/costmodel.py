@@ -15,24 +15,18 @@ multilinear, so its gradient is the cost a channel's removal saves at the curren
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from .channels import FACTORS, ChannelGraph, node_shape, submodule, weight_norm_of
-from .cost import _measured_macs, node_macs
-from .factors import Factor, factor_on
-from .rules.aligned import ChannelAligned
+from ..capture.meta import node_shape, submodule
+from .channel_graph import ChannelGraph
+from .cost import measured_macs, node_cost_terms
+from .rules import REGISTRY, OpRegistry
 
-_CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                nn.Linear)
-_MATMUL = {torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm"}
-_ADDMM = {torch.addmm, torch.baddbmm, "addmm", "baddbmm"}
-_FUNCTIONAL_WEIGHT = {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d}
+__all__ = ["CostModel", "macs_model", "params_model"]
 
 
 class CostModel:
@@ -104,82 +98,18 @@ class CostModel:
         return grad.numpy()
 
 
-def _tensor_axes(factors) -> list[np.ndarray]:
-    return [f.ids for f in factors] if isinstance(factors, tuple) else []
-
-
-def _factors(x) -> tuple[Factor, ...]:
-    f = x.meta.get(FACTORS) if isinstance(x, fx.Node) else None
-    return f if isinstance(f, tuple) else ()
-
-
-def _contracted(x, axis: int = -1) -> list[np.ndarray]:
-    shape = node_shape(x)
-    if shape is None:
-        return []
-    f = factor_on(_factors(x), axis % len(shape))
-    return [f.ids] if f is not None else []
-
-
-def macs_model(cg: ChannelGraph, gm: fx.GraphModule) -> CostModel:
-    """MACs of one forward of ``gm`` (the eval-mode graph) as a function of kept channels."""
-    from .rules import REGISTRY
-
-    terms: list[tuple[float, list[np.ndarray]]] = []
+def macs_model(cg: ChannelGraph, gm: fx.GraphModule, registry: OpRegistry = REGISTRY) -> CostModel:
+    """MACs of one forward of ``gm`` (the eval-mode graph) as a function of kept channels: the
+    cost terms of every op rule's formula; ops without one are a measured, fixed cost."""
+    terms: list[tuple[float, Sequence[np.ndarray]]] = []
     constant = 0.0
     module_of = lambda target: submodule(gm, target)  # noqa: E731
     for node in gm.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
-        base = node_macs(node, node_shape, module_of)
-        if base == 0:
-            if REGISTRY.lookup(gm, node) is None:
-                constant += _measured_macs(node, node_shape, module_of)  # no formula: counted as fixed
-            continue
-        t = node.target
-        if node.op == "call_module":
-            m = module_of(t)
-            if isinstance(m, _CONV_LINEAR):
-                norm = weight_norm_of(m, "weight")  # a weight-normalised layer: its channels live on v
-                name = cg.canonical(f"{t}.{norm[1]}" if norm is not None else f"{t}.weight")
-                axes = [cg.param_axes[(name, a)] for a in range(m.weight.ndim) if (name, a) in cg.param_axes]
-                terms.append((base, axes))
-            elif isinstance(m, ChannelAligned):  # base * (kept fraction of its channels) ** degree
-                channel = [f.ids for f in _factors(node) if f.axes == (1,)]
-                shapes = [node_shape(a) for a in node.args if isinstance(a, fx.Node)]
-                for b, degree in m.macs_terms(shapes):
-                    terms.append((b, channel * degree))
-            else:  # attention modules: their channels are pinned by their rule
-                constant += base
-        elif t in _FUNCTIONAL_WEIGHT:
-            w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-            terms.append((base, _tensor_axes(_factors(w))))
-        elif t in _MATMUL:
-            terms.append((base, _tensor_axes(_factors(node)) + _contracted(node.args[0])))
-        elif t in _ADDMM:
-            terms.append((base, _tensor_axes(_factors(node)) + _contracted(node.args[1])))
-        elif t is F.scaled_dot_product_attention:
-            q = node.args[0] if node.args else node.kwargs["query"]
-            v = node.args[2] if len(node.args) > 2 else node.kwargs["value"]
-            qs, vs = node_shape(q), node_shape(v)
-            batch = int(np.prod(qs[:-2]))
-            s = node_shape(node.args[1] if len(node.args) > 1 else node.kwargs["key"])[-2]
-            terms.append((batch * qs[-2] * s * qs[-1], _tensor_axes(_factors(q))))
-            terms.append((batch * qs[-2] * s * vs[-1], _tensor_axes(_factors(v))))
-        elif t is torch.einsum:
-            ops = node.args[1:]
-            if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
-                ops = ops[0]
-            axes = _tensor_axes(_factors(node))
-            out_roots = {int(r) for a in axes for r in np.unique(cg.roots[a])}
-            for op in ops:
-                for f in _factors(op):
-                    if not set(np.unique(cg.roots[f.ids]).tolist()) & out_roots:
-                        axes.append(f.ids)
-                break  # contracted channels read off the first operand
-            terms.append((base, axes))
+        got = node_cost_terms(node, node_shape, module_of, cg, registry)
+        if got is None:
+            constant += measured_macs(node, node_shape, module_of)
         else:
-            constant += base
+            terms.extend(got)
     return CostModel(cg, terms, constant, "macs")
 
 

@@ -12,7 +12,8 @@ the ``pin`` callback instead of touching any global state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,22 +41,11 @@ Factors = tuple[Factor, ...]
 NO_FACTORS: Factors = ()
 
 
-def normalize_axis(axis: int, ndim: int) -> int:
-    if not -ndim <= axis < max(ndim, 1):
-        raise IndexError(f"axis {axis} out of range for a {ndim}-d tensor")
-    return axis % ndim if ndim else 0
-
-
 def factor_on(factors: Factors, axis: int) -> Factor | None:
     for f in factors:
         if axis in f.axes:
             return f
     return None
-
-
-def pin_all(factors: Factors, pin: Pin, reason: str) -> None:
-    for f in factors:
-        pin(f.ids, reason)
 
 
 def shift(factors: Factors, mapping: Callable[[int], int]) -> Factors:
@@ -233,3 +223,20 @@ def kept_indices(factor: Factor, axis: int, id_kept: np.ndarray) -> np.ndarray:
     k = factor.axes.index(axis)
     other = tuple(x for x in range(mask.ndim) if x != k)
     return np.nonzero(mask.any(axis=other) if other else mask)[0]
+
+
+FACTORS = "fxprune.factors"
+"""The ``node.meta`` key holding a node's factor tree."""
+
+
+def iter_factors(tree: Any) -> Iterable[Factor]:
+    """Every Factor in a node's factor tree: a tuple of Factors for a tensor, a list of trees
+    for a tuple/list output, a dict of trees for a dict output, None for anything else."""
+    if isinstance(tree, tuple):
+        yield from tree
+    elif isinstance(tree, list):
+        for t in tree:
+            yield from iter_factors(t)
+    elif isinstance(tree, dict):
+        for t in tree.values():
+            yield from iter_factors(t)

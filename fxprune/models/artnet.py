@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PlanError
-from ..graph.rules.aligned import ChannelAligned
+from ..graph.rules.aligned import ChannelAligned, register_channel_aligned
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,7 @@ class FeatureTransform(ChannelAligned):
         return []
 
 
+@register_channel_aligned
 class AdaIN(FeatureTransform):
     """Adaptive instance normalisation: per channel, content standardised, style mean/std."""
 
@@ -330,6 +331,7 @@ class AdaIN(FeatureTransform):
         return ((c - mc) / sc * ss + ms).view_as(fc)
 
 
+@register_channel_aligned
 class WCT(FeatureTransform):
     """Whitening and colouring transform (Li et al. 2017)."""
 
@@ -345,6 +347,7 @@ class WCT(FeatureTransform):
         return Stats(fs.flatten(1), self.eps).colour(whiten(fc.flatten(1), self.eps)).view_as(fc)
 
 
+@register_channel_aligned
 class S2(FeatureTransform):
     """Sandwich swap transform: whitening -> style swap of whitened features -> colouring."""
 

@@ -20,8 +20,12 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channels import FACTORS, Group, node_shape
-from ..graph.copying import deepcopy_module, lookup_attr
+from ..graph.factors import FACTORS
+
+from ..graph.channel_graph import Group
+
+from ..capture.meta import node_shape
+from ..capture.copying import deepcopy_module, lookup_attr
 from ..plan import GroupChoice, Resolution
 
 

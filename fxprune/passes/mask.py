@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..graph.channels import FACTORS, node_shape, tensor_meta
-from ..graph.copying import lookup_attr
+from ..graph.factors import FACTORS
+
+from ..capture.meta import node_shape, tensor_meta
+from ..capture.copying import lookup_attr
 
 MASK_SUFFIX = "_fxmask"
 MASK_OF = "fxprune.mask_of"  # meta on a mask multiply: the name of the node it masks

@@ -15,12 +15,16 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channels import FACTORS, ChannelGraph, multi_meta, node_shape, submodule
+from ..graph.factors import FACTORS
+
+from ..graph.channel_graph import ChannelGraph
+
+from ..capture.meta import multi_meta, node_shape, submodule
 from ..graph.factors import Factor, factor_on, kept_sizes
 from ..graph.rules import REGISTRY, OpRegistry
-from ..graph.trace import TracedModel
-from ..graph.copying import copy_module, lookup_attr
-from ..module import PrunedGraphModule
+from ..capture.trace import TracedModel
+from ..capture.copying import copy_module, lookup_attr
+from ..capture.graph_module import DualGraphModule
 
 
 class RewriteContext:
@@ -127,7 +131,10 @@ def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
 
 
 def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
-                 registry: OpRegistry = REGISTRY) -> PrunedGraphModule:
+                 registry: OpRegistry = REGISTRY, module_class: type[DualGraphModule] = DualGraphModule,
+                 ) -> DualGraphModule:
+    """The physically smaller model: sliced tensors, fixed module attributes, rewritten shape
+    constants, built as ``module_class`` (the compiler's ``PrunedGraphModule``)."""
     tensors = _slice_tensors(cg, id_kept)
     memo_base = {id(cg.tensors[name]): t for name, t in tensors.items()}  # tied weights stay tied
     root: dict[str, Any] = {}
@@ -156,12 +163,12 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
         graph, val_map = _copy_graph(gm.graph)
         for old, new in val_map.items():
             if old.op in ("call_module", "call_function", "call_method"):
-                rule = registry.lookup(gm, old)
+                rule = registry.lookup(old, lambda target: submodule(gm, target))
                 if rule is not None and rule.rewrite is not None:
                     rule.rewrite(RewriteContext(old, new, id_kept, root))
         graphs.append(graph)
     name = type(traced.eval_gm).__name__
-    small = PrunedGraphModule(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)
+    small = module_class(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)
     _restore_containers(small, traced.root)
     return small
 

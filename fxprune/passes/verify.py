@@ -18,10 +18,11 @@ from torch import fx
 from torch.utils._pytree import tree_leaves
 
 from ..errors import VerificationError
-from ..graph.channels import FACTORS, describe_target
+from ..graph.factors import FACTORS
+from ..capture.meta import describe_target
 from ..graph.factors import kept_indices
-from ..graph.copying import clone_inputs, keep_rng, private_runner, reset_buffers
-from ..graph.trace import training_mode
+from ..capture.copying import clone_inputs, keep_rng, private_runner, reset_buffers
+from ..capture.trace import training_mode
 from .mask import MASK_OF
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import fxprune
-from fxprune.graph.trace import trace
+from fxprune.capture.trace import trace
 from tests.conftest import assert_unchanged, compile_checked, randomize, snapshot
 
 
@@ -116,8 +116,8 @@ def test_caller_flags_and_state_are_restored_after_compile():
 def test_meta_and_real_shape_propagation_agree(name):
     import torchvision
 
-    from fxprune.graph.channels import map_meta
-    from fxprune.graph.trace import propagate_shapes
+    from fxprune.capture.meta import map_meta
+    from fxprune.capture.trace import propagate_shapes
 
     kwargs = {"init_weights": True} if name == "googlenet" else {}
     tm = trace(torchvision.models.get_model(name, weights=None, **kwargs))

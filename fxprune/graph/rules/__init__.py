@@ -1,6 +1,7 @@
 """The op-rule registry. Importing this package registers every built-in rule."""
 
-from . import aligned, contract, layers, pointwise, shape, spatial  # noqa: F401  (registration side effects)
-from .registry import REGISTRY, OpRegistry, OpRule, register_rule
+from . import aligned, contract, layers, pointwise, shape, slicing, spatial  # noqa: F401  (registration side effects)
+from .context import CostContext, RuleContext
+from .registry import NO_MACS, REGISTRY, Example, OpRegistry, OpRule, register_rule
 
-__all__ = ["REGISTRY", "OpRegistry", "OpRule", "register_rule"]
+__all__ = ["NO_MACS", "REGISTRY", "CostContext", "Example", "OpRegistry", "OpRule", "RuleContext", "register_rule"]

@@ -4,7 +4,7 @@
 Feature transforms of style transfer are the example: AdaIN, WCT and ArtNet's S² mix *spatial*
 positions and read whole-channel statistics (means, covariances, patches), but channel ``c`` of
 the content features, channel ``c`` of the style features and channel ``c`` of the output are the
-same channel. Subclass ``ChannelAligned`` (its subclasses register themselves) and the compiler
+same channel. Subclass ``ChannelAligned``, register it with ``register_channel_aligned``, and the compiler
 traces the module as a leaf, unions axis 1 of every tensor input with the output, and prunes
 through it. The module must be parameter-free and accept any channel count; its forward must give
 zero output channels where every input is zero in that channel (what removing it means: the
@@ -14,14 +14,18 @@ verification checks that on the example inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import fx, nn
 
-from ..channels import RuleContext
 from ..factors import Factors
-from .registry import REGISTRY, OpRule
+from .context import CostContext, RuleContext
+from .registry import REGISTRY, Example, OpRegistry, OpRule, rand
+
+__all__ = ["ChannelAligned", "GramMix", "builtin_aligned_classes", "register_channel_aligned"]
 
 
 def channel_aligned(ctx: RuleContext) -> Factors:
@@ -46,31 +50,57 @@ def channel_aligned(ctx: RuleContext) -> Factors:
     return (carried[0],)
 
 
-_RULE = OpRule("channel_aligned", channel_aligned)
-
-
 class ChannelAligned(nn.Module):
-    """Base class of channel-aligned modules (see the module docstring); subclasses register
-    themselves with the op registry.
+    """Base class of channel-aligned modules (see the module docstring). Register each subclass
+    with ``register_channel_aligned`` (a class decorator) so the compiler prunes through it.
 
     ``macs_terms(shapes)`` tells the cost counting what one forward costs: a list of ``(MACs at
     these input shapes, degree)`` where the term scales as (kept fraction of the channels) **
     degree (a matmul over channels x channels has degree 2). The default is no MACs."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        REGISTRY.register(_RULE, modules=[cls])
-
     def macs_terms(self, shapes: Sequence[tuple[int, ...] | None]) -> list[tuple[float, int]]:
         return []
 
 
+def _aligned_macs(c: CostContext) -> list[tuple[float, list]]:
+    shapes = [c.shape(a) for a in c.node.args if isinstance(a, fx.Node)]
+    channel = c.axis_ids(c.node, 1)
+    return [(base, channel * degree) for base, degree in c.module().macs_terms(shapes)]
+
+
+_RULE = OpRule("channel_aligned", channel_aligned, cost=_aligned_macs)
+_ALIGNED: list[type] = []
+
+
+def register_channel_aligned(cls: type, registry: OpRegistry = REGISTRY) -> type:
+    """Register a ``ChannelAligned`` subclass with the op registry (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, ChannelAligned)):
+        raise TypeError(f"register_channel_aligned takes a ChannelAligned subclass, got {cls!r}")
+    registry.register(_RULE, modules=[cls])
+    if cls not in _ALIGNED:
+        _ALIGNED.append(cls)
+    return cls
+
+
 def builtin_aligned_classes() -> list[type]:
-    """fxprune's own channel-aligned modules imported so far (stored as data in ``.fxp`` files)."""
-    out, todo = [], list(ChannelAligned.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo += cls.__subclasses__()
-        if cls.__module__.split(".")[0] == "fxprune":
-            out.append(cls)
-    return out
+    """fxprune's own registered channel-aligned modules (stored as data in ``.fxp`` files)."""
+    return [c for c in _ALIGNED if c.__module__.split(".")[0] == "fxprune"]
+
+
+@register_channel_aligned
+class GramMix(ChannelAligned):
+    """``G = x x^T / HW`` over channels, then ``G x``: a channel-aligned module with channel x
+    channel MACs (degree 2). The example of the channel-aligned rule."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        gram = flat @ flat.transpose(1, 2) / flat.shape[-1]
+        return (gram @ flat).view_as(x)
+
+    def macs_terms(self, shapes: Sequence[tuple[int, ...] | None]) -> list[tuple[float, int]]:
+        b, ch = shapes[0][:2]
+        hw = math.prod(shapes[0][2:])
+        return [(2 * b * ch * ch * hw, 2)]
+
+
+_RULE.example = lambda g: Example(GramMix(), (rand(g, 2, 6, 3, 3),))

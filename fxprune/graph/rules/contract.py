@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..channels import RuleContext
+from .context import CostContext, RuleContext
 from ..factors import Factor, Factors
 from .pointwise import union_aligned
-from .registry import register_rule
+from .registry import Example, rand, register_rule
 
 
 def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], out_labels: Sequence[str],
@@ -96,14 +96,22 @@ def matmul_labels(na: int, nb: int) -> tuple[list[str], list[str], list[str]]:
     return a, b, out
 
 
-@register_rule(functions=[torch.matmul, operator.matmul, torch.bmm, torch.mm], methods=["matmul", "bmm", "mm"])
+@register_rule(functions=[torch.matmul, operator.matmul, torch.bmm, torch.mm], methods=["matmul", "bmm", "mm"],
+               example=lambda g: [Example(torch.matmul, (rand(g, 2, 6, 5), rand(g, 2, 5, 4))),
+                                  Example(torch.mm, (rand(g, 4, 6), rand(g, 6, 3)), out_axis=0),
+                                  Example(torch.bmm, (rand(g, 2, 3, 6), rand(g, 2, 6, 4)), channel_axis=2)])
 def matmul(ctx: RuleContext) -> Factors:
     a, b = ctx.node.args[0], ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs["other"]
     la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
     return contract(ctx, [(a, la), (b, lb)], lo, "matmul")
 
 
-@register_rule(functions=[torch.addmm, torch.baddbmm, torch.addbmm], methods=["addmm", "baddbmm"])
+@register_rule(functions=[torch.addmm, torch.baddbmm, torch.addbmm], methods=["addmm", "baddbmm"],
+               example=lambda g: [Example(torch.addmm, (rand(g, 3), rand(g, 4, 6), rand(g, 6, 3)), channels=(1,)),
+                                  Example(torch.baddbmm, (rand(g, 2, 4, 3), rand(g, 2, 4, 6), rand(g, 2, 6, 3)),
+                                          channels=(1,), channel_axis=2),
+                                  Example(torch.addbmm, (rand(g, 4, 3), rand(g, 2, 4, 6), rand(g, 2, 6, 3)),
+                                          channels=(1,), channel_axis=2)])
 def addmm(ctx: RuleContext) -> Factors:
     bias, a, b = ctx.node.args[:3]
     la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
@@ -117,6 +125,23 @@ def addmm(ctx: RuleContext) -> Factors:
         off = len(out_shape) - len(s)
         present.append(((1,) * off + s, [f.with_axes([x + off for x in f.axes]) for f in ctx.factors(bias)]))
     return union_aligned(ctx, present, out_shape, "addmm bias")
+
+
+@matmul.cost_formula
+def _matmul_macs(c: CostContext):
+    a = c.arg(0, "input")
+    return [(math.prod(c.out_shape) * c.shape(a)[-1], c.ids() + c.axis_ids(a, -1))]
+
+
+@addmm.cost_formula
+def _addmm_macs(c: CostContext):
+    a = c.arg(1, "mat1")
+    contracted = c.axis_ids(a, -1)
+    base = math.prod(c.out_shape) * c.shape(a)[-1]
+    if c.node.target is torch.addbmm:  # the batch axis is summed over too
+        base *= c.shape(a)[0]
+        contracted += c.axis_ids(a, 0)
+    return [(base, c.ids() + contracted)]
 
 
 def parse_einsum(equation: str, ndims: Sequence[int]) -> tuple[list[list[str]], list[str]]:
@@ -149,7 +174,10 @@ def parse_einsum(equation: str, ndims: Sequence[int]) -> tuple[list[list[str]], 
     return labels, out
 
 
-@register_rule(functions=[torch.einsum])
+@register_rule(functions=[torch.einsum], example=lambda g: [
+    Example(lambda a, b: torch.einsum("bij,bjk->bik", a, b), (rand(g, 2, 6, 5), rand(g, 2, 5, 4))),
+    Example(lambda a, b: torch.einsum("bchw,bc->bhw", a, b), (rand(g, 2, 6, 3, 3), rand(g, 2, 6)), channels=(0,),
+            out_axis=1)])
 def einsum(ctx: RuleContext) -> Factors:
     equation = ctx.node.args[0]
     ops = ctx.node.args[1:]
@@ -159,7 +187,9 @@ def einsum(ctx: RuleContext) -> Factors:
     return contract(ctx, list(zip(ops, labels)), out, f"einsum {equation!r}")
 
 
-@register_rule(functions=[F.scaled_dot_product_attention])
+@register_rule(functions=[F.scaled_dot_product_attention], example=lambda g: Example(
+    F.scaled_dot_product_attention, (rand(g, 2, 2, 5, 6), rand(g, 2, 2, 4, 6), rand(g, 2, 2, 4, 6)),
+    channels=(0, 1, 2), channel_axis=3, out_axis=3))
 def sdpa(ctx: RuleContext) -> Any:
     """softmax(q k^T * scale) v: the head dim of q/k is contracted, v's head dim flows out; the
     key/sequence axis is mixed by the softmax."""
@@ -181,6 +211,36 @@ def sdpa(ctx: RuleContext) -> Any:
                       pinned_labels=("S",))
     out_shape = ctx.out_shape
     return union_aligned(ctx, [(out_shape, list(scores)), (out_shape, list(values))], out_shape, "attention")
+
+
+@einsum.cost_formula
+def _einsum_macs(c: CostContext):
+    """Two operands: the product of every label's size; the cost scales with the output's channel
+    axes and the contracted channels (read off the first operand). Other arities are measured."""
+    ops = c.node.args[1:]
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = ops[0]
+    if len(ops) != 2:
+        return None
+    shapes = [c.shape(x) for x in ops]
+    labels, _ = parse_einsum(c.node.args[0], [len(s) for s in shapes])
+    sizes: dict[str, int] = {}
+    for ls, s in zip(labels, shapes):
+        for lab, n in zip(ls, s):
+            sizes[lab] = max(sizes.get(lab, 1), n)
+    axes = c.ids()
+    out_roots = set().union(*(c.roots(a) for a in axes)) if axes else set()
+    axes += [ids for ids in c.ids(ops[0]) if not c.roots(ids) & out_roots]
+    return [(math.prod(sizes.values()), axes)]
+
+
+@sdpa.cost_formula
+def _sdpa_macs(c: CostContext):
+    """q k^T scales with q's channels (its head dim), softmax(.) v with v's."""
+    q, k, v = (c.arg(i, n) for i, n in enumerate(("query", "key", "value")))
+    qs, ks, vs = c.shape(q), c.shape(k), c.shape(v)
+    batch = math.prod(qs[:-2])
+    return [(batch * qs[-2] * ks[-2] * qs[-1], c.ids(q)), (batch * qs[-2] * ks[-2] * vs[-1], c.ids(v))]
 
 
 @sdpa.rewriter

@@ -6,6 +6,7 @@ their input columns to the ids arriving on their input; norms tie their per-chan
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..channels import RuleContext
+from .context import CostContext, RuleContext
 from ..factors import Factor, Factors, factor_on
-from .registry import register_rule
+from .registry import NO_MACS, Example, WithParams, rand, register_rule
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -35,7 +36,13 @@ def _split_input(ctx: RuleContext, x: Any, channel_axis: int, what: str) -> tupl
     return chan, keep
 
 
-@register_rule(modules=[*_CONV, *_CONV_T])
+@register_rule(modules=[*_CONV, *_CONV_T], example=lambda g: [
+    Example(nn.Conv2d(6, 8, 3, padding=1), (rand(g, 2, 6, 7, 7),)),
+    Example(nn.Conv2d(6, 12, 3, groups=6), (rand(g, 2, 6, 7, 7),)),
+    Example(nn.Conv2d(6, 8, 3, groups=2), (rand(g, 2, 6, 7, 7),)),
+    Example(nn.ConvTranspose2d(6, 4, 2, stride=2), (rand(g, 2, 6, 5, 5),)),
+    Example(nn.Conv1d(6, 4, 3), (rand(g, 2, 6, 9),)),
+    Example(nn.Conv3d(4, 6, 3, padding=1), (rand(g, 1, 4, 4, 5, 5),))])
 def conv(ctx: RuleContext) -> Factors:
     m = ctx.module()
     x = ctx.arg(0, "input")
@@ -78,6 +85,16 @@ def conv(ctx: RuleContext) -> Factors:
     return tuple(keep) + (Factor((cax,), out_ids),)
 
 
+@conv.cost_formula
+def _conv_macs(c: CostContext):
+    m = c.module()
+    if isinstance(m, _CONV_T):  # every input position scatters into out_channels/groups x kernel outputs
+        base = math.prod(c.shape(c.arg(0, "input"))) * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+    else:
+        base = math.prod(c.out_shape) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    return [(base, c.param_ids("weight"))]
+
+
 @conv.module_updater
 def _update_conv(new: nn.Module, old: nn.Module) -> None:
     w = new.weight
@@ -93,7 +110,8 @@ def _update_conv(new: nn.Module, old: nn.Module) -> None:
         new.in_channels = w.shape[1] * new.groups
 
 
-@register_rule(modules=[nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear])
+@register_rule(modules=[nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear], example=lambda g: [
+    Example(nn.Linear(6, 5), (rand(g, 3, 6),)), Example(nn.Linear(6, 5), (rand(g, 2, 4, 6),), channel_axis=2, out_axis=2)])
 def linear(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     last = len(ctx.shape(x)) - 1
@@ -105,12 +123,18 @@ def linear(ctx: RuleContext) -> Factors:
     return tuple(keep) + (Factor((last,), out_ids),)
 
 
+@linear.cost_formula
+def _linear_macs(c: CostContext):
+    return [(math.prod(c.out_shape) * c.module().in_features, c.param_ids("weight"))]
+
+
 @linear.module_updater
 def _update_linear(new: nn.Module, old: nn.Module) -> None:
     new.out_features, new.in_features = new.weight.shape
 
 
-@register_rule(functions=[F.linear])
+@register_rule(functions=[F.linear], example=lambda g: Example(
+    WithParams(F.linear, rand(g, 5, 6), rand(g, 5)), (rand(g, 2, 4, 6),), channel_axis=2, out_axis=2))
 def functional_linear(ctx: RuleContext) -> Factors:
     """``F.linear(x, w, b)`` with ``w`` a parameter (or computed from one)."""
     x, w, b = ctx.arg(0, "input"), ctx.arg(1, "weight"), ctx.arg(2, "bias", None)
@@ -133,7 +157,9 @@ def functional_linear(ctx: RuleContext) -> Factors:
     return tuple(keep) + (Factor((last,), w_out.ids),)
 
 
-@register_rule(functions=[F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d])
+@register_rule(functions=[F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d],
+               example=lambda g: Example(WithParams(lambda x, w, b: F.conv2d(x, w, b, padding=1), rand(g, 5, 6, 3, 3),
+                                                    rand(g, 5)), (rand(g, 2, 6, 6, 6),)))
 def functional_conv(ctx: RuleContext) -> Any:
     """``F.conv2d(x, w, b, stride, padding, dilation, groups)`` with groups == 1."""
     x, w, b = ctx.arg(0, "input"), ctx.arg(1, "weight"), ctx.arg(2, "bias", None)
@@ -163,12 +189,22 @@ def functional_conv(ctx: RuleContext) -> Any:
     return tuple(keep) + (Factor((cax,), w_out.ids),)
 
 
+def _weight_macs(c: CostContext):
+    """``F.linear`` / ``F.conv*``: every output element reads one weight row (in_channels x kernel)."""
+    w = c.arg(1, "weight")
+    return [(math.prod(c.out_shape) * math.prod(c.shape(w)[1:]), c.ids(w))]
+
+
+functional_linear.cost = functional_conv.cost = _weight_macs
+
+
 # ---- normalisation ------------------------------------------------------------------------------
 _PER_CHANNEL_NORMS = [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
                       nn.InstanceNorm2d, nn.InstanceNorm3d]
 
 
-@register_rule(modules=_PER_CHANNEL_NORMS)
+@register_rule(modules=_PER_CHANNEL_NORMS, cost=NO_MACS, example=lambda g: [
+    Example(nn.BatchNorm2d(6), (rand(g, 2, 6, 4, 4),)), Example(nn.InstanceNorm1d(6, affine=True), (rand(g, 2, 6, 8),))])
 def batch_norm(ctx: RuleContext) -> Factors:
     """Per-channel normalisation: the channel factor (axis 1) passes through and ties the
     weight, bias and running statistics; factors on other axes would change the batch statistics
@@ -197,7 +233,9 @@ def _update_norm(new: nn.Module, old: nn.Module) -> None:
         new.num_features = t.shape[0]
 
 
-@register_rule(functions=[F.batch_norm, F.instance_norm])
+@register_rule(functions=[F.batch_norm, F.instance_norm], cost=NO_MACS, example=lambda g: Example(
+    WithParams(lambda x, m, v, w, b: F.batch_norm(x, m, v, w, b), rand(g, 6), rand(g, 6).abs() + 1, rand(g, 6),
+               rand(g, 6)), (rand(g, 2, 6, 4, 4),)))
 def functional_batch_norm(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     chan = None
@@ -219,7 +257,9 @@ def functional_batch_norm(ctx: RuleContext) -> Factors:
     return (chan,)
 
 
-@register_rule(modules=[nn.LayerNorm, nn.RMSNorm], functions=[F.layer_norm, F.rms_norm])
+@register_rule(modules=[nn.LayerNorm, nn.RMSNorm], functions=[F.layer_norm, F.rms_norm], cost=NO_MACS,
+               example=lambda g: [Example(nn.LayerNorm(6), (rand(g, 2, 4, 6),)),
+                                  Example(nn.RMSNorm([4, 4]), (rand(g, 2, 6, 4, 4),))])
 def layer_norm(ctx: RuleContext) -> Factors:
     """Normalises over the last dims: a channel there changes the statistics, so it is pinned."""
     x = ctx.arg(0, "input")
@@ -238,7 +278,8 @@ def layer_norm(ctx: RuleContext) -> Factors:
     return tuple(out)
 
 
-@register_rule(modules=[nn.GroupNorm])
+@register_rule(modules=[nn.GroupNorm], cost=NO_MACS,
+               example=lambda g: Example(nn.GroupNorm(3, 6), (rand(g, 2, 6, 4, 4),)))
 def group_norm(ctx: RuleContext) -> Factors:
     """Statistics are per group of C/G channels: removing whole groups is exact, so each group's
     channels form one class (G == C makes it per channel)."""
@@ -269,7 +310,7 @@ def _update_group_norm(new: nn.Module, old: nn.Module) -> None:
         new.num_groups = new.num_channels // per
 
 
-@register_rule(modules=[nn.PReLU])
+@register_rule(modules=[nn.PReLU], cost=NO_MACS, example=lambda g: Example(nn.PReLU(6), (rand(g, 2, 6, 4, 4),)))
 def prelu(ctx: RuleContext) -> Factors:
     m = ctx.module()
     factors = ctx.factors(ctx.arg(0, "input"))
@@ -288,7 +329,8 @@ def _update_prelu(new: nn.Module, old: nn.Module) -> None:
     new.num_parameters = new.weight.shape[0]
 
 
-@register_rule(modules=[nn.Embedding])
+@register_rule(modules=[nn.Embedding], cost=NO_MACS, example=lambda g: Example(
+    nn.Embedding(10, 6), (torch.randint(0, 10, (2, 5), generator=g),), channels=(), out_axis=2))
 def embedding(ctx: RuleContext) -> Factors:
     idx = ctx.arg(0, "input")
     nd = len(ctx.shape(idx))
@@ -301,8 +343,27 @@ def _update_embedding(new: nn.Module, old: nn.Module) -> None:
     new.embedding_dim = new.weight.shape[1]
 
 
-@register_rule(modules=[nn.MultiheadAttention])
+@register_rule(modules=[nn.MultiheadAttention], example=lambda g: Example(
+    nn.MultiheadAttention(6, 2, batch_first=True), (rand(g, 2, 5, 6), rand(g, 2, 4, 6), rand(g, 2, 4, 6)),
+    channels=(0, 1, 2), channel_axis=2, out_axis=2, pick=0))
 def multihead_attention(ctx: RuleContext) -> Any:
     """``nn.MultiheadAttention`` checks its input width against ``embed_dim`` and splits heads
     internally, so the channels around it are pinned (the surrounding MLPs stay prunable)."""
     return ctx.barrier("nn.MultiheadAttention requires query width == embed_dim")
+
+
+@multihead_attention.cost_formula
+def _mha_macs(c: CostContext):
+    """Input projections, the two attention products and the output projection (fixed: the
+    rule pins the channels around the module)."""
+    m = c.module()
+    q, k, v = (c.shape(c.arg(i, n)) for i, n in enumerate(("query", "key", "value")))
+    if m.batch_first:
+        n, length, s = q[0], q[1], k[1]
+    elif len(q) == 3:
+        length, n, s = q[0], q[1], k[0]
+    else:
+        length, n, s = q[0], 1, k[0]
+    e = m.embed_dim
+    proj = n * length * q[-1] * e + n * s * k[-1] * e + n * s * v[-1] * e
+    return [(proj + 2 * n * length * s * e + n * length * e * e, [])]

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..channels import RuleContext
+from .context import RuleContext
 from ..factors import Factor, Factors
-from .registry import register_rule
+from .registry import NO_MACS, Example, rand, register_rule
 
 _UNARY_MODULES = [
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
@@ -52,7 +52,9 @@ except ImportError:  # pragma: no cover - torchvision is a dependency
     pass
 
 
-@register_rule(modules=_UNARY_MODULES, functions=_UNARY_FUNCTIONS, methods=_UNARY_METHODS)
+@register_rule(modules=_UNARY_MODULES, functions=_UNARY_FUNCTIONS, methods=_UNARY_METHODS, cost=NO_MACS,
+               example=lambda g: [Example(nn.ReLU(), (rand(g, 2, 6, 4, 4),)), Example(torch.sigmoid, (rand(g, 2, 6, 5),)),
+                                  Example(lambda x: x.exp(), (rand(g, 2, 6, 3, 3),))])
 def unary(ctx: RuleContext) -> Factors:
     return ctx.factors(ctx.arg(0, "input"))
 
@@ -131,7 +133,10 @@ _BINARY_METHODS = [
 ]
 
 
-@register_rule(functions=_BINARY_FUNCTIONS, methods=_BINARY_METHODS)
+@register_rule(functions=_BINARY_FUNCTIONS, methods=_BINARY_METHODS, cost=NO_MACS, example=lambda g: [
+    Example(operator.add, (rand(g, 2, 6, 4, 4), rand(g, 2, 6, 4, 4)), channels=(0, 1)),
+    Example(lambda x, s: x * s, (rand(g, 2, 6, 4, 4), rand(g, 2, 6, 1, 1)), channels=(0, 1)),
+    Example(lambda x: x.add(1.0), (rand(g, 2, 6, 3),))])
 def elementwise(ctx: RuleContext) -> Any:
     node = ctx.node
     if ctx.shape() is None:  # torch.where(cond) returns index tensors

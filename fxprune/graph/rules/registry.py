@@ -1,19 +1,76 @@
-"""One registry from op to channel rule, looked up the way ``torch.fx.Interpreter`` dispatches:
-by module type for ``call_module``, by function for ``call_function``, by name for
-``call_method``.
+"""One registry from op to ``OpRule``, looked up the way ``torch.fx.Interpreter`` dispatches: by
+module type for ``call_module``, by function for ``call_function``, by name for ``call_method``.
 
-A rule says how channel ids flow through the op (``propagate``), which shape constants in its
-arguments change when channels go (``rewrite``), and how to fix a module's attributes after its
-parameters were sliced (``update_module``). An op without a rule is a barrier.
+An ``OpRule`` is everything fxprune knows about one op:
+
+- ``propagate(ctx: RuleContext) -> factors``: how channel ids flow through it (an op without a
+  rule is a barrier: every channel it touches is pinned);
+- ``rewrite(r)``: the shape constants in its arguments that change when channels go;
+- ``update_module(new, old)``: a module's attributes fixed after its parameters were sliced;
+- ``cost(c: CostContext) -> [(macs, [channel-id arrays]), ...]``: its multiply-accumulates at the
+  shapes ``c`` gives, as terms that each scale with the kept fraction of the listed channel axes.
+  The exact count (reports, budgets on the pruned model) is the sum of the terms; the cost model
+  over kept channels (budgets, CPMC, DAIS) reads the axes. ``NO_MACS`` declares an op free; a rule
+  without a cost formula is counted by running the op once under ``FlopCounterMode`` on meta
+  tensors (a fixed cost: its channels do not scale it), never as 0;
+- ``example(gen) -> Example``: a small random instance, used by the registry-wide test that
+  checks the cost formula against ``FlopCounterMode`` and the cost terms against compiled models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from torch import fx, nn
+
+__all__ = ["NO_MACS", "CostFn", "CostTerm", "Example", "OpRegistry", "OpRule", "REGISTRY", "WithParams", "rand",
+           "register_rule"]
+
+CostTerm = tuple[float, Sequence[np.ndarray]]
+CostFn = Callable[[Any], Iterable[CostTerm]]
+
+
+def NO_MACS(c: Any) -> list[CostTerm]:  # noqa: N802 - a constant-like cost formula
+    """The cost formula of an op without multiply-accumulates (what FlopCounterMode counts as 0)."""
+    return []
+
+
+@dataclass
+class Example:
+    """A random instance of an op: ``fn`` (a module or a callable) applied to ``args``.
+
+    The registry test feeds ``args[i]`` for ``i`` in ``channels`` from a prunable layer along
+    ``channel_axis`` (a 1x1 conv on axis 1, a linear layer on the last axis) and the result
+    (``out[pick]`` for a tuple) into one along ``out_axis``, so pruning flows through the op."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    channels: tuple[int, ...] = (0,)
+    channel_axis: int = 1
+    out_axis: int = 1
+    pick: int | None = None  # the output to read when the op returns a tuple
+
+
+def rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """A random tensor for an example."""
+    return torch.randn(*shape, generator=gen)
+
+
+class WithParams(nn.Module):
+    """``fn(*inputs, *params)`` with ``params`` held as parameters: an example of a functional op
+    whose weight is a parameter (``F.linear(x, self.weight)``)."""
+
+    def __init__(self, fn: Callable[..., Any], *params: torch.Tensor) -> None:
+        super().__init__()
+        self.fn = fn
+        self.params = nn.ParameterList([nn.Parameter(p) for p in params])
+
+    def forward(self, *xs: Any) -> Any:
+        return self.fn(*xs, *self.params)
 
 
 @dataclass
@@ -22,6 +79,8 @@ class OpRule:
     propagate: Callable[[Any], Any]
     rewrite: Callable[[Any], None] | None = None
     update_module: Callable[[nn.Module, nn.Module], None] | None = None
+    cost: CostFn | None = None
+    example: Callable[[torch.Generator], Example | Sequence[Example]] | None = None
 
     def rewriter(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
         """Decorator: rewrite the shape constants of a node in the pruned graph."""
@@ -31,6 +90,16 @@ class OpRule:
     def module_updater(self, fn: Callable[[nn.Module, nn.Module], None]) -> Callable:
         """Decorator: ``fn(new_module, old_module)`` fixes attributes after slicing."""
         self.update_module = fn
+        return fn
+
+    def cost_formula(self, fn: CostFn) -> CostFn:
+        """Decorator: ``fn(c: CostContext)`` returns the op's MACs as ``(macs, [ids, ...])`` terms."""
+        self.cost = fn
+        return fn
+
+    def example_of(self, fn: Callable[[torch.Generator], Example | Sequence[Example]]) -> Callable:
+        """Decorator: ``fn(generator)`` returns random instances of the op."""
+        self.example = fn
         return fn
 
 
@@ -50,14 +119,27 @@ class OpRegistry:
             self.methods[name] = rule
         return rule
 
-    def rule(self, *, modules: Iterable[type] = (), functions: Iterable[Any] = (),
-             methods: Iterable[str] = ()) -> Callable[[Callable], OpRule]:
-        """Decorator registering ``propagate(ctx) -> factors`` under the given keys."""
+    def rule(self, *, modules: Iterable[type] = (), functions: Iterable[Any] = (), methods: Iterable[str] = (),
+             cost: CostFn | None = None, rewrite: Callable[[Any], None] | None = None,
+             update_module: Callable[[nn.Module, nn.Module], None] | None = None,
+             example: Callable[[torch.Generator], Example | Sequence[Example]] | None = None,
+             ) -> Callable[[Callable], OpRule]:
+        """Decorator registering ``propagate(ctx) -> factors`` under the given keys, with the
+        op's cost formula and, optionally, its rewriter, module updater and example."""
 
         def deco(fn: Callable) -> OpRule:
-            return self.register(OpRule(fn.__name__, fn), modules=modules, functions=functions, methods=methods)
+            return self.register(OpRule(fn.__name__, fn, rewrite, update_module, cost, example),
+                                 modules=modules, functions=functions, methods=methods)
 
         return deco
+
+    def rules(self) -> list[OpRule]:
+        """Every registered rule once, in registration order."""
+        seen: dict[int, OpRule] = {}
+        for table in (self.modules, self.functions, self.methods):
+            for r in table.values():
+                seen.setdefault(id(r), r)
+        return list(seen.values())
 
     def module_rule(self, module: nn.Module) -> OpRule | None:
         """Rule for a module: its exact type, or a registered base class whose ``forward`` the
@@ -70,11 +152,10 @@ class OpRegistry:
                 return self.modules[base]
         return None
 
-    def lookup(self, gm: fx.GraphModule, node: fx.Node) -> OpRule | None:
+    def lookup(self, node: fx.Node, module_of: Callable[[str], nn.Module]) -> OpRule | None:
+        """The rule of ``node``; ``module_of`` resolves call_module targets."""
         if node.op == "call_module":
-            from ..channels import submodule
-
-            return self.module_rule(submodule(gm, node.target))
+            return self.module_rule(module_of(node.target))
         if node.op == "call_function":
             try:
                 rule = self.functions.get(node.target)

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import factors as fct
-from ..channels import RuleContext, multi_meta, tensor_meta
+from .context import RuleContext
+from ...capture.meta import multi_meta, tensor_meta
 from ..factors import Factor, Factors
 from .pointwise import elementwise
-from .registry import register_rule
+from .registry import NO_MACS, Example, rand, register_rule
 
 _SPATIAL_MODULES = {
     1: [nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d,
@@ -60,25 +61,35 @@ def _spatial_rule(n_spatial: int):
     return spatial
 
 
+_SPATIAL_EXAMPLES = {
+    1: lambda g: Example(nn.MaxPool1d(2), (rand(g, 2, 6, 8),)),
+    2: lambda g: [Example(nn.AvgPool2d(2), (rand(g, 2, 6, 6, 6),)), Example(nn.ZeroPad2d(1), (rand(g, 2, 6, 3, 3),)),
+                  Example(lambda x: F.adaptive_avg_pool2d(x, 1), (rand(g, 2, 6, 5, 5),))],
+    3: lambda g: Example(nn.MaxPool3d(2), (rand(g, 1, 6, 4, 4, 4),)),
+}
 for _n in (1, 2, 3):
-    register_rule(modules=_SPATIAL_MODULES[_n], functions=_SPATIAL_FUNCTIONS[_n])(_spatial_rule(_n))
+    register_rule(modules=_SPATIAL_MODULES[_n], functions=_SPATIAL_FUNCTIONS[_n], cost=NO_MACS,
+                  example=_SPATIAL_EXAMPLES[_n])(_spatial_rule(_n))
 
 
 @register_rule(modules=[nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d],
-               functions=[F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear])
+               functions=[F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear], cost=NO_MACS,
+               example=lambda g: Example(lambda x: F.interpolate(x, scale_factor=2.0), (rand(g, 2, 6, 3, 3),)))
 def resize(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     return _keep_leading(ctx, x, len(ctx.shape(x)) - 2, "resizing")
 
 
-@register_rule(functions=[F.pad])
+@register_rule(functions=[F.pad], cost=NO_MACS,
+               example=lambda g: Example(lambda x: F.pad(x, (1, 1, 2, 0)), (rand(g, 2, 6, 3, 3),)))
 def pad(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     widths = ctx.arg(1, "pad")
     return _keep_leading(ctx, x, len(widths) // 2, "padding")
 
 
-@register_rule(modules=[nn.PixelShuffle], functions=[F.pixel_shuffle])
+@register_rule(modules=[nn.PixelShuffle], functions=[F.pixel_shuffle], cost=NO_MACS,
+               example=lambda g: Example(nn.PixelShuffle(2), (rand(g, 2, 8, 3, 3),)))
 def pixel_shuffle(ctx: RuleContext) -> Factors:
     """Output channel c gathers input channels c*r^2 .. c*r^2+r^2-1 into space: they go together."""
     x = ctx.arg(0, "input")
@@ -98,7 +109,8 @@ def pixel_shuffle(ctx: RuleContext) -> Factors:
     return tuple(out)
 
 
-@register_rule(modules=[nn.PixelUnshuffle], functions=[F.pixel_unshuffle])
+@register_rule(modules=[nn.PixelUnshuffle], functions=[F.pixel_unshuffle], cost=NO_MACS,
+               example=lambda g: Example(nn.PixelUnshuffle(2), (rand(g, 2, 4, 4, 4),)))
 def pixel_unshuffle(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     r = ctx.module().downscale_factor if ctx.node.op == "call_module" else ctx.arg(1, "downscale_factor")
@@ -114,7 +126,8 @@ def pixel_unshuffle(ctx: RuleContext) -> Factors:
     return tuple(out)
 
 
-@register_rule(modules=[nn.ChannelShuffle], functions=[F.channel_shuffle, F.native_channel_shuffle])
+@register_rule(modules=[nn.ChannelShuffle], functions=[F.channel_shuffle, F.native_channel_shuffle], cost=NO_MACS,
+               example=lambda g: Example(nn.ChannelShuffle(2), (rand(g, 2, 6, 3, 3),)))
 def channel_shuffle(ctx: RuleContext) -> Factors:
     """view(g, C/g) -> transpose -> flatten: the same relative position is kept in every group."""
     x = ctx.arg(0, "input")
@@ -150,7 +163,8 @@ def _reduced_dims(node, shape) -> list[int]:
     return [d % len(shape) for d in dims]
 
 
-@register_rule(methods=_REDUCTIONS, functions=[getattr(torch, n) for n in _REDUCTIONS])
+@register_rule(methods=_REDUCTIONS, functions=[getattr(torch, n) for n in _REDUCTIONS], cost=NO_MACS, example=lambda g: [
+    Example(lambda x: x.mean((2, 3)), (rand(g, 2, 6, 4, 4),)), Example(lambda x: torch.sum(x, -1), (rand(g, 2, 6, 5),))])
 def reduction(ctx: RuleContext) -> Any:
     x = ctx.arg(0, "input")
     shape = ctx.shape(x)
@@ -189,7 +203,8 @@ def _rewrite_mean(r) -> None:
     new.replace_all_uses_with(div, delete_user_cb=lambda user: user is not div)
 
 
-@register_rule(functions=[F.normalize])
+@register_rule(functions=[F.normalize], cost=NO_MACS,
+               example=lambda g: Example(lambda x: F.normalize(x, dim=1), (rand(g, 2, 6, 3, 3),)))
 def normalize(ctx: RuleContext) -> Factors:
     """x / ||x||_p over a dim: zeroed channels change neither the norm (p > 0) nor stay nonzero."""
     p = ctx.arg(1, "p", 2.0)
@@ -204,7 +219,8 @@ def normalize(ctx: RuleContext) -> Factors:
                           torch.cumsum, torch.cumprod, torch.sort, torch.argsort, torch.topk,
                           F.glu, torch.logcumsumexp],
                modules=[nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, nn.GLU, nn.LocalResponseNorm,
-                        nn.CrossMapLRN2d])
+                        nn.CrossMapLRN2d], cost=NO_MACS,
+               example=lambda g: Example(nn.Softmax(dim=-1), (rand(g, 2, 6, 5),)))
 def along_axis(ctx: RuleContext) -> Any:
     """Ops that mix all positions along one axis: channels there are pinned."""
     x = ctx.arg(0, "input")

@@ -18,7 +18,7 @@ import traceback
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import fx, nn
@@ -26,9 +26,16 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import FxPruneError, PlanError, TraceError
 from .copying import assign_attr, clone_inputs, copy_module, keep_rng, lookup_attr, private_runner
-from .rules import REGISTRY, OpRegistry
+from .graph_module import RESERVED_NAMES
+from .meta import TENSOR_META, describe_target, submodule
 
 log = logging.getLogger(__name__)
+
+
+class RuleTable(Protocol):
+    """What tracing needs of an op registry: whether a module has a channel rule (it stays a leaf)."""
+
+    def module_rule(self, module: nn.Module) -> Any: ...
 
 
 @dataclass
@@ -46,7 +53,7 @@ class TracedModel:
 
 
 class FxTracer(fx.Tracer):
-    def __init__(self, registry: OpRegistry = REGISTRY, leaf_types: Sequence[type] = (),
+    def __init__(self, registry: RuleTable | None = None, leaf_types: Sequence[type] = (),
                  leaf_names: Sequence[str] = ()) -> None:
         super().__init__()
         # buffers become graph values when read: a forward that updates one in place
@@ -74,7 +81,7 @@ class FxTracer(fx.Tracer):
             return True
         if isinstance(m, nn.Sequential):
             return False
-        if self.registry.module_rule(m) is not None:
+        if self.registry is not None and self.registry.module_rule(m) is not None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -183,19 +190,11 @@ def _trace_once(model: nn.Module, tracer: FxTracer, concrete_args: dict[str, Any
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
-# Attributes torch.fx's GraphModule (and fxprune's compiled module) set on themselves.
-_GM_INSTANCE_ATTRS = {"meta", "graph", "code", "_code", "_graph", "_train_graph", "_train_code", "training",
-                      "_tracer_cls", "_tracer_extras", "forward_eval", "forward_train"}
-
-
 def _check_reserved_names(model: nn.Module) -> None:
     """A top-level child, parameter or buffer named like a GraphModule attribute (``meta``,
     ``graph``, ``code``, ``forward_eval``, ...) cannot live on the traced or the compiled module."""
-    from ..module import PrunedGraphModule
-
-    reserved = _GM_INSTANCE_ATTRS | {n for n in dir(PrunedGraphModule) if n not in dir(nn.Module)}
     own = list(model._modules) + list(model._parameters) + list(model._buffers)
-    clash = sorted(n for n in own if n in reserved)
+    clash = sorted(n for n in own if n in RESERVED_NAMES)
     if clash:
         raise TraceError(
             f"{type(model).__name__} has a top-level submodule/parameter/buffer named {', '.join(f'`{n}`' for n in clash)}, "
@@ -204,9 +203,11 @@ def _check_reserved_names(model: nn.Module) -> None:
             "in a parent module (nested names are fine).")
 
 
-def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry: OpRegistry = REGISTRY,
+def trace(model: nn.Module, *, leaf_modules: Sequence[type | str] = (), registry: RuleTable | None = None,
           concrete_args: dict[str, Any] | None = None) -> TracedModel:
-    """Trace ``model`` in eval mode and in train mode; never changes the caller's model."""
+    """Trace ``model`` in eval mode and in train mode; never changes the caller's model.
+
+    Modules ``registry`` has a rule for (``fxprune.REGISTRY`` when the compiler traces) are leaves."""
     _check_reserved_names(model)
     names = {n for n, _ in model.named_modules()}
     leaf_names = [x for x in leaf_modules if isinstance(x, str)]
@@ -258,7 +259,7 @@ class ShapePropagation(fx.Interpreter):
 
         meta = fx.node.map_aggregate(result, extract)
         if found:
-            n.meta["tensor_meta"] = meta
+            n.meta[TENSOR_META] = meta
         return result
 
 
@@ -291,7 +292,7 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
         with torch.no_grad(), training_mode(runner, False), keep_rng(inputs):
             prop.run(*clone_inputs(inputs))
     except Exception as exc:
-        from .channels import describe_target
+        from .meta import describe_target
 
         node = prop.current
         shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
@@ -305,8 +306,6 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
 
 def _meta_copy(gm: fx.GraphModule, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
     """A module tree holding meta-device copies of the layers and attributes ``gm`` uses."""
-    from .channels import submodule
-
     memo: dict[int, Any] = {}
     for t in list(gm.parameters()) + list(gm.buffers()):
         m = torch.empty_like(t, device="meta")

@@ -18,6 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrizations, parametrize
+
+from ..graph.rules import REGISTRY
+from ..graph.rules.aligned import builtin_aligned_classes
 
 # ---- grammar ----------------------------------------------------------------------------------
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -154,7 +158,6 @@ def function_table() -> dict[str, Any]:
         _add(table, "torchvision", _torchvision_wrapped())
     except ImportError:  # pragma: no cover - torchvision is a dependency
         pass
-    from .graph.rules import REGISTRY
 
     for fn in list(REGISTRY.functions):
         mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
@@ -221,7 +224,6 @@ def _library_module_classes() -> dict[str, type]:
     for sub in vars(torch.nn.modules).values():  # e.g. NonDynamicallyQuantizableLinear, not exported by torch.nn
         if inspect.ismodule(sub) and sub.__name__.startswith("torch.nn.modules."):
             classes += [c for c in _module_classes(sub) if c.__module__ == sub.__name__]
-    from torch.nn.utils import parametrizations, parametrize
 
     classes += [parametrize.ParametrizationList]
     classes += [c for c in vars(parametrizations).values()
@@ -239,7 +241,6 @@ def _library_module_classes() -> dict[str, type]:
 def module_table() -> dict[str, type]:
     """``module:qualname`` → class, for every module class an untrusted file may instantiate: torch.nn,
     torchvision.ops, torch's parametrizations and fxprune's own channel-aligned modules."""
-    from .graph.rules.aligned import builtin_aligned_classes
 
     table = dict(_library_module_classes())
     table.update({f"{c.__module__}:{c.__qualname__}": c for c in builtin_aligned_classes()})
