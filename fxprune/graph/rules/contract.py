@@ -98,7 +98,7 @@ def matmul_labels(na: int, nb: int) -> tuple[list[str], list[str], list[str]]:
 
 @register_rule(functions=[torch.matmul, operator.matmul, torch.bmm, torch.mm], methods=["matmul", "bmm", "mm"],
                example=lambda g: [Example(torch.matmul, (rand(g, 2, 6, 5), rand(g, 2, 5, 4))),
-                                  Example(torch.mm, (rand(g, 4, 6), rand(g, 6, 3)), out_axis=0),
+                                  Example(torch.mm, (rand(g, 4, 6), rand(g, 6, 3))),
                                   Example(torch.bmm, (rand(g, 2, 3, 6), rand(g, 2, 6, 4)), channel_axis=2)])
 def matmul(ctx: RuleContext) -> Factors:
     a, b = ctx.node.args[0], ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs["other"]
@@ -111,7 +111,8 @@ def matmul(ctx: RuleContext) -> Factors:
                                   Example(torch.baddbmm, (rand(g, 2, 4, 3), rand(g, 2, 4, 6), rand(g, 2, 6, 3)),
                                           channels=(1,), channel_axis=2),
                                   Example(torch.addbmm, (rand(g, 4, 3), rand(g, 2, 4, 6), rand(g, 2, 6, 3)),
-                                          channels=(1,), channel_axis=2)])
+                                          channels=(1,), channel_axis=2,
+                                          reference=lambda c, a, b: c + torch.bmm(a, b).sum(0))])
 def addmm(ctx: RuleContext) -> Factors:
     bias, a, b = ctx.node.args[:3]
     la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
@@ -189,7 +190,9 @@ def einsum(ctx: RuleContext) -> Factors:
 
 @register_rule(functions=[F.scaled_dot_product_attention], example=lambda g: Example(
     F.scaled_dot_product_attention, (rand(g, 2, 2, 5, 6), rand(g, 2, 2, 4, 6), rand(g, 2, 2, 4, 6)),
-    channels=(0, 1, 2), channel_axis=3, out_axis=3))
+    channels=(0, 1, 2), channel_axis=3, out_axis=3,
+    reference=lambda q, k, v, scale=None: torch.softmax(
+        q @ k.transpose(-1, -2) * (scale or 1 / math.sqrt(q.shape[-1])), -1) @ v))
 def sdpa(ctx: RuleContext) -> Any:
     """softmax(q k^T * scale) v: the head dim of q/k is contracted, v's head dim flows out; the
     key/sequence axis is mixed by the softmax."""

@@ -45,7 +45,9 @@ class Example:
 
     The registry test feeds ``args[i]`` for ``i`` in ``channels`` from a prunable layer along
     ``channel_axis`` (a 1x1 conv on axis 1, a linear layer on the last axis) and the result
-    (``out[pick]`` for a tuple) into one along ``out_axis``, so pruning flows through the op."""
+    (``out[pick]`` for a tuple) into one along ``out_axis``, so pruning flows through the op.
+    ``reference`` computes the same result from ops FlopCounterMode counts, for an op it does not
+    count itself (``torch.addbmm``, the CPU kernel of scaled-dot-product attention)."""
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -53,6 +55,7 @@ class Example:
     channel_axis: int = 1
     out_axis: int = 1
     pick: int | None = None  # the output to read when the op returns a tuple
+    reference: Callable[..., Any] | None = None  # the same result from ops FlopCounterMode counts
 
 
 def rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
