@@ -65,7 +65,7 @@ class Analysis:
         return {n for n, t in self.cg.tensors.items() if isinstance(t, nn.Parameter)}
 
 
-def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
+def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
     if example_inputs is None:
         raise PlanError("example_inputs are required: fxprune runs the model once to learn every tensor's shape")
     if isinstance(example_inputs, (tuple, list)):
@@ -119,7 +119,7 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
     model, notes = unwrap(model)
-    inputs = _as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs)
     check_inputs(inputs)
     check_finite(model)
     _check_arity(model, inputs)

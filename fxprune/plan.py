@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .criteria import CRITERIA
 from .errors import PlanError, ResolutionError
+from .graph.latency import LATENCY_BACKENDS
 
 SCOPES = ("local", "global")
 
@@ -32,7 +34,7 @@ class Plan:
     params: keep at most this fraction of the dense model's parameters; instead of sparsity.
     latency: keep at most this fraction of the dense model's latency on ``backend`` ("ort":
         ONNX Runtime CPU, "eager": torch CPU), predicted from a per-layer latency table measured
-        on that backend at the example input's shape (cached; see ``fxprune.bench.latency``).
+        on that backend at the example input's shape (cached; see ``fxprune.graph.latency``).
     criterion: name of a registered importance criterion ("l1", "l2", "fpgm", "bn_scale",
         "taylor", "random", "cpmc", "zero_channel", "attention", ...).
     scope: "local" (the same fraction per group) or "global" (one ranking across groups);
@@ -75,8 +77,6 @@ class Plan:
         if self.backend is not None and self.latency is None:
             raise PlanError("backend names where a latency budget is measured: give latency=<fraction> with it")
         if self.latency is not None:
-            from .bench.latency import LATENCY_BACKENDS
-
             if self.backend is None:
                 object.__setattr__(self, "backend", "ort")
             if self.backend not in LATENCY_BACKENDS:
@@ -113,8 +113,6 @@ class Plan:
         object.__setattr__(self, "overrides", dict(self.overrides))
         for name, value in self.overrides.items():
             _check_fraction(f"overrides[{name!r}]", value)
-        from .criteria import CRITERIA
-
         if self.criterion not in CRITERIA:
             raise PlanError(f"unknown criterion {self.criterion!r}; registered: {sorted(CRITERIA)}")
         object.__setattr__(self, "criterion_options", dict(self.criterion_options))

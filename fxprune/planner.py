@@ -110,9 +110,30 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
             if g.index not in counts:
                 counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), ratio.get(g.index, plan.sparsity), plan)
         keep = {g.index: choose(scores[g.index], pinned[g.index], counts[g.index]) for g in active}
+    return resolution_from_keep(cg, active, keep, scores, plan)
+
+
+def resolution_from_keep(cg: ChannelGraph, groups: Iterable[Group], keep: dict[int, Any],
+                         scores: dict[int, np.ndarray], plan: Plan | None = None) -> Resolution:
+    """The ``Resolution`` keeping ``keep[g.index]`` (class indices, or a bool mask per class) of
+    every group in ``groups``. Pinned classes are always kept; a group that would lose every
+    channel, and any tensor that would (one output of a split, say), gets back its best-scoring
+    channel by ``scores``: every plan, learned gate and zero-channel search ends here."""
+    groups = list(groups)
+    for g in groups:
+        k = np.zeros(g.size, dtype=bool)
+        sel = np.asarray(keep.get(g.index, []))
+        if sel.dtype == bool:
+            k |= sel
+        else:
+            k[sel.astype(np.int64)] = True
+        k |= g.pinned
+        if not k.any():
+            k[int(np.argmax(scores[g.index]))] = True
+        keep[g.index] = np.nonzero(k)[0].tolist()
     _keep_every_tensor_nonempty(cg, keep, scores)
-    choices = {g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in active}
-    return Resolution(choices, plan)
+    return Resolution({g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in groups},
+                      plan)
 
 
 # ------------------------------------------------------------------------------------------------

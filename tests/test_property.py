@@ -170,7 +170,7 @@ def test_random_architectures_prune_exactly(data):
 def test_random_architectures_gated_equals_finalized(data):
     """The soft pass: random 0/1 gates on random architectures give exactly the finalized model,
     and the cost model's MACs at those gates are the finalized model's MACs."""
-    from fxprune.passes.gates import GatedModel
+    from fxprune.methods.gates import GatedModel
 
     kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=5), label="blocks")
     torch.manual_seed(data.draw(st.integers(0, 1000), label="seed"))

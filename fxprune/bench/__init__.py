@@ -3,7 +3,7 @@
 
 from .backends import BACKENDS, Backend, Prepared, backend
 from .runner import SCHEMA, BenchConfig, compare
-from .timing import Stats, busy_warning, sample, stats
+from ..timing import Stats, busy_warning, sample, stats
 
 __all__ = ["BACKENDS", "SCHEMA", "Backend", "BenchConfig", "Prepared", "Stats", "backend", "busy_warning", "compare",
            "sample", "stats"]

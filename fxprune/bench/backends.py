@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import BenchmarkError
+from ..graph.latency import ort_session
 
 
 @dataclass
@@ -108,21 +109,6 @@ def _compiled(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -> P
             return net(*inputs)
 
     return Prepared(run, {"dtype": "float32", "device": "cpu", "compiler": "inductor"})
-
-
-def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
-    """An ONNX Runtime session set up for timing: all graph optimisations, ``threads`` intra-op
-    threads (0: ORT's default), one inter-op thread, no spin-waiting."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=providers)
 
 
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: list[Any], threads: int,

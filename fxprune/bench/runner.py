@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import BenchmarkError
 from .backends import BACKENDS, get_backend
-from .timing import QUIET_ENV, busy_warning
+from ..timing import QUIET_ENV, busy_warning
 
 log = logging.getLogger(__name__)
 

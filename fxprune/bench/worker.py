@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .backends import get_backend
-from .timing import sample, stats
+from ..timing import sample, stats
 
 BLOCKS = 5
 

@@ -25,6 +25,8 @@ from torch import fx, nn
 
 from ..errors import PlanError
 from ..graph.channel_graph import ChannelGraph, Group, ParamAxis
+from ..graph.costmodel import macs_model, params_model
+from ..graph.latency import latency_model
 from ..capture.meta import submodule
 
 log = logging.getLogger(__name__)
@@ -170,12 +172,8 @@ class ScoringContext:
     def cost_model(self, kind: str):
         """The MACs ("macs"), parameter ("params") or latency ("latency", measured on
         ``latency_backend``) model of the channel graph (built once)."""
-        from ..graph.costmodel import macs_model, params_model
-
         if kind not in self._costs:
             if kind == "latency":
-                from ..bench.latency import latency_model
-
                 self._costs[kind] = latency_model(self.cg, self.gm, backend=self.latency_backend)
             else:
                 self._costs[kind] = macs_model(self.cg, self.gm) if kind == "macs" else params_model(self.cg, self.model)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PlanError
-from ..passes.gates import GatedModel
+from .gates import GatedModel
 from ..plan import Plan
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import PlanError
-from ..passes.gates import GatedModel
+from .gates import GatedModel
 from ..plan import Plan
 from ..train.distributed import broadcast_
 from .common import zero_optimizer_state_

@@ -22,7 +22,10 @@ from torch import nn
 from ..criteria import ScoringContext, score_groups
 from ..criteria.activations import split_batch
 from ..errors import PlanError
-from ..plan import GroupChoice, Resolution
+from .. import compiler
+from ..plan import Resolution
+from ..planner import resolution_from_keep
+from ..report import report
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,6 @@ def zero_channel_prune(model: nn.Module, calibration_data: Iterable[Any], exampl
     """Remove the channels that are zero on all of ``calibration_data`` (batches as for
     ``fxprune.compile``: a tensor, a tuple of inputs, or ``(inputs, targets)``). The caller's
     model is not changed. ``example_inputs`` default to the first batch's inputs."""
-    from ..compiler import analyse, compile as fx_compile
-    from ..planner import _keep_every_tensor_nonempty
-
     batches = list(calibration_data)
     if not batches:
         raise PlanError("zero_channel_prune needs at least one calibration batch")
@@ -72,19 +72,13 @@ def zero_channel_prune(model: nn.Module, calibration_data: Iterable[Any], exampl
     if example_inputs is None:
         example_inputs = split_batch(batches[0])[0]
     trace_kwargs = {k: compile_kwargs[k] for k in ("leaf_modules", "concrete_args", "registry") if k in compile_kwargs}
-    a = analyse(model, example_inputs, **trace_kwargs)
+    a = compiler.analyse(model, example_inputs, **trace_kwargs)
     active = [g for g in a.cg.groups() if not g.pinned.all()]
     ctx = ScoringContext(a.cg, parameters=a.parameters, model=model, data=batches, gm=a.traced.eval_gm)
     scores = score_groups("zero_channel", active, ctx)
-    keep: dict[int, list[int]] = {}
-    for g in active:
-        k = (scores[g.index] > tolerance) | g.pinned
-        if not k.any():
-            k[int(np.argmax(scores[g.index]))] = True  # a layer keeps one channel (it is all zero)
-        keep[g.index] = np.nonzero(k)[0].tolist()
-    _keep_every_tensor_nonempty(a.cg, keep, scores)
-    res = Resolution({g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature) for g in active})
-    small = fx_compile(model, resolution=res, verify=verify, analysis=a, **compile_kwargs)
+    keep = {g.index: scores[g.index] > tolerance for g in active}  # an all-zero layer keeps one channel
+    res = resolution_from_keep(a.cg, active, keep, scores)
+    small = compiler.compile(model, resolution=res, verify=verify, analysis=a, **compile_kwargs)
     layers = [{"group": g.key, "modules": g.producer_modules, "channels": g.size,
                "zero": g.size - len(keep[g.index]),
                "max_activation_kept_min": float(scores[g.index][keep[g.index]].min())} for g in active]
@@ -99,8 +93,6 @@ def zero_channel_prune(model: nn.Module, calibration_data: Iterable[Any], exampl
             ref = max(ref, float(dense.abs().max()))
     finally:
         model.train(was)
-    from ..report import report
-
     r = report(small)
     removed, prunable = sum(l["zero"] for l in layers), sum(g.size for g in active)
     log.info("zero-channel pruning: %d of %d prunable channels are zero on %d calibration batches; "

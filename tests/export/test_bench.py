@@ -11,7 +11,7 @@ from torch import nn
 
 import fxprune
 from fxprune.bench import BenchConfig, compare
-from fxprune.bench.timing import percentile, stats
+from fxprune.timing import percentile, stats
 from fxprune.cli import main
 from fxprune.errors import BenchmarkError, PlanError
 
@@ -82,7 +82,7 @@ class _MacsTimer:
 
 
 def test_latency_budget_plan_meets_the_predicted_budget(tmp_path, monkeypatch):
-    import fxprune.bench.latency as lat
+    import fxprune.graph.latency as lat
 
     monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(tmp_path))
     model = tiny(64)
@@ -112,7 +112,7 @@ def test_latency_budget_plan_meets_the_predicted_budget(tmp_path, monkeypatch):
 
 
 def test_latency_table_is_measured_for_real(tmp_path, monkeypatch):
-    from fxprune.bench.latency import latency_model
+    from fxprune.graph.latency import latency_model
     from fxprune.compiler import analyse
 
     monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(tmp_path))

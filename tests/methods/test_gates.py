@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from fxprune.models.cifar import densenet40
-from fxprune.passes.gates import Gate, GatedModel
+from fxprune.methods.gates import Gate, GatedModel
 from tests.conftest import assert_unchanged, randomize, snapshot
 
 CASES = {

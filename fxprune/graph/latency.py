@@ -22,18 +22,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import fx, nn
 
-from ..graph.channel_graph import ChannelGraph
-
 from ..capture.meta import node_shape, submodule
+from ..errors import PlanError
+from ..timing import sample
+from .channel_graph import ChannelGraph
 
-from ..graph.params import weight_norm_of
-from ..graph.costmodel import CostModel
-from .timing import sample
+
+from .params import weight_norm_of
+from .costmodel import CostModel
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +102,30 @@ class _Timer:
                     net(*inputs)
 
             return _median(run, iters=30)
-        from ..export.onnx import export_onnx
-
-        exp = export_onnx(gm, inputs, self.tmp / "model.onnx", exporter="torchscript", dynamic_batch=False,
-                          parity=False, check=False)
-        return self._ort(Path(exp.path).read_bytes(), *inputs, iters=30)
+        path = self.tmp / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(gm.eval(), inputs, str(path), dynamo=False, opset_version=18)
+        return self._ort(path.read_bytes(), *inputs, iters=30)
 
     def _ort(self, model_bytes: bytes, *inputs: torch.Tensor, iters: int = 20) -> float:
-        from .backends import ort_session
-
         sess = ort_session(model_bytes, self.threads, ["CPUExecutionProvider"])
         feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
         return _median(lambda: sess.run(None, feed), iters=iters)
+
+
+def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
+    """An ONNX Runtime session set up for timing: all graph optimisations, ``threads`` intra-op
+    threads (0: ORT's default), one inter-op thread, no spin-waiting."""
+    import onnxruntime as ort  # optional dependency (the onnx extra)
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=providers)
 
 
 def _median(fn, iters: int = 20) -> float:
@@ -178,8 +192,6 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
     if inputs is None:
         shapes = [node_shape(n) for n in gm.graph.nodes if n.op == "placeholder"]
         if any(s is None for s in shapes):
-            from ..errors import PlanError
-
             raise PlanError("a latency budget needs tensor inputs with known shapes (the example inputs)")
         inputs = tuple(torch.randn(*s) for s in shapes)
     prunable = np.zeros(cg.uf.n, dtype=bool)

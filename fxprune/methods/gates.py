@@ -26,7 +26,10 @@ from ..graph.channel_graph import Group
 
 from ..capture.meta import node_shape
 from ..capture.copying import deepcopy_module, lookup_attr
-from ..plan import GroupChoice, Resolution
+from .. import compiler
+from ..graph.costmodel import macs_model
+from ..plan import Resolution
+from ..planner import resolution_from_keep, resolve
 
 
 class _Source:
@@ -85,12 +88,11 @@ class GatedModel(nn.Module):
 
     def __init__(self, model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = ()) -> None:
         super().__init__()
-        from ..compiler import _as_inputs, analyse
 
         self.model = deepcopy_module(model)
-        self.example_inputs = _as_inputs(example_inputs)
+        self.example_inputs = compiler.as_inputs(example_inputs)
         self.leaf_modules = tuple(leaf_modules)
-        a = analyse(self.model, self.example_inputs, leaf_modules=leaf_modules)
+        a = compiler.analyse(self.model, self.example_inputs, leaf_modules=leaf_modules)
         self.cg = a.cg
         self.groups: list[Group] = [g for g in a.cg.groups() if not g.pinned.all()]
         sizes = [g.size for g in self.groups]
@@ -171,7 +173,6 @@ class GatedModel(nn.Module):
     def macs_model(self):
         """The MACs cost model of the (dense) network over channel ids (built once)."""
         if self._plain.macs is None:
-            from ..graph.costmodel import macs_model
 
             self._plain.macs = macs_model(self.cg, self._plain.gm)
         return self._plain.macs
@@ -187,7 +188,6 @@ class GatedModel(nn.Module):
 
     def resolve(self, plan: Any, adjust: Any = None, comparable: bool | None = None) -> Resolution:
         """Resolve ``plan`` on the current weights (see ``planner.resolve``'s ``adjust``)."""
-        from ..planner import resolve
 
         return resolve(plan, self.cg, module_names=self._plain.module_names, parameters=self._plain.parameters,
                        model=self.model, gm=self._plain.gm, adjust=adjust, comparable=comparable)
@@ -219,20 +219,11 @@ class GatedModel(nn.Module):
     def resolution(self, threshold: float = 0.0) -> Resolution:
         """Kept classes = gate > ``threshold`` (pinned classes always kept). A group, or a tensor
         (one output of a split, say), that would lose every channel keeps its highest-gated one."""
-        from ..planner import _keep_every_tensor_nonempty
-
         with torch.no_grad():
             v = self.gate_vector().detach().cpu().numpy()
-        keep, scores = {}, {}
-        for i, g in enumerate(self.groups):
-            k = (v[self.group_slice(i)] > threshold) | g.pinned
-            if not k.any():
-                k[int(np.argmax(v[self.group_slice(i)]))] = True
-            keep[g.index] = np.nonzero(k)[0].tolist()
-            scores[g.index] = v[self.group_slice(i)].astype(np.float64)
-        _keep_every_tensor_nonempty(self.cg, keep, scores)
-        return Resolution({g.key: GroupChoice(g.size, keep[g.index], g.producer_modules, g.signature)
-                           for g in self.groups})
+        scores = {g.index: v[self.group_slice(i)].astype(np.float64) for i, g in enumerate(self.groups)}
+        keep = {g.index: scores[g.index] > threshold for g in self.groups}
+        return resolution_from_keep(self.cg, self.groups, keep, scores)
 
     def finalize(self, threshold: float = 0.0, **compile_kwargs: Any):
         """The physically smaller model: the trained weights with the classes whose gate is
@@ -240,10 +231,9 @@ class GatedModel(nn.Module):
         with values other than 0/1 are not folded into the weights: binarise them first. The
         ``mask`` buffer is updated to what was kept (a class kept so that no tensor is empty is
         switched back on), so the gated model stays equal to the result."""
-        from ..compiler import compile as fx_compile
 
         res = self.resolution(threshold)
         with torch.no_grad():
             self.mask.copy_(self.slot_mask_of(res).to(self.mask.dtype))
-        return fx_compile(self.model, resolution=res, example_inputs=self.example_inputs,
+        return compiler.compile(self.model, resolution=res, example_inputs=self.example_inputs,
                           leaf_modules=self.leaf_modules, **compile_kwargs)
