@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import fxprune  # noqa: E402
 from fxprune.methods import zero_channel_prune  # noqa: E402
-from fxprune.models import artnet as A  # noqa: E402
+from fxprune.apps import artnet as A  # noqa: E402
 
 PAIRS = [("astronaut", "hubble_deep_field"), ("chelsea", "immunohistochemistry"), ("rocket", "retina"),
          ("motorcycle_left", "astronaut"), ("immunohistochemistry", "chelsea"), ("retina", "rocket")]

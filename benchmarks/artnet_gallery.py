@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from fxprune.methods import zero_channel_prune  # noqa: E402
-from fxprune.models import artnet as A  # noqa: E402
+from fxprune.apps import artnet as A  # noqa: E402
 
 PAIRS = [("astronaut", "hubble_deep_field"), ("chelsea", "immunohistochemistry"), ("rocket", "retina")]
 

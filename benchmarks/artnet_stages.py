@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from artnet_fps import PAIRS, pair  # noqa: E402
 
-from fxprune.models import artnet as A  # noqa: E402
+from fxprune.apps import artnet as A  # noqa: E402
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Train ArtNet's decoder to invert its (frozen) encoder on scikit-image's bundled sample images.
 
 Loss = pixel MSE + perceptual (feature) MSE, on random crops with flips and colour jitter.
-Training images: every colour sample of ``fxprune.models.artnet.SAMPLE_IMAGES`` except the
+Training images: every colour sample of ``fxprune.apps.artnet.SAMPLE_IMAGES`` except the
 held-out one (``--heldout``, default coffee), on which the reconstruction PSNR is reported.
 
     .venv/bin/python benchmarks/artnet_train_decoder.py --steps 1500 --out benchmarks/results/artnet
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
-from fxprune.models import artnet as A  # noqa: E402
+from fxprune.apps import artnet as A  # noqa: E402
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from artnet_fps import PAIRS, pair  # noqa: E402
 
 from fxprune.methods import zero_channel_prune  # noqa: E402
-from fxprune.models import artnet as A  # noqa: E402
+from fxprune.apps import artnet as A  # noqa: E402
 
 
 def main() -> int:

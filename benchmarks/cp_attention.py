@@ -27,8 +27,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import fxprune  # noqa: E402
-from fxprune.data.skeleton import synthetic_infant_movements  # noqa: E402
-from fxprune.models.cp_attention import CPAttentionNet, evaluate_cp, joint_importance, train_cp  # noqa: E402
+from fxprune.apps.cp.data import synthetic_infant_movements  # noqa: E402
+from fxprune.apps.cp.model import CPAttentionNet, evaluate_cp, joint_importance, train_cp  # noqa: E402
 
 
 def fine_tune(model: torch.nn.Module, train, epochs: int, lr: float, seed: int) -> None:

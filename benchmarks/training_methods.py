@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from fxprune.data import digits_loaders  # noqa: E402
 from fxprune.models.cifar import MODELS  # noqa: E402
 from fxprune.train import accuracy, fit  # noqa: E402
-from fxprune.train.run import MethodConfig, run_method  # noqa: E402
+from fxprune.methods.run import MethodConfig, run_method  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "training_methods"
 VARIANTS = {  # label -> (method, criterion)

@@ -78,7 +78,7 @@ class Block(nn.Module):
             conv = (parametrizations.weight_norm if draw(st.booleans()) else weight_norm)(conv, dim=dim)
             self.f = nn.Sequential(conv, nn.ReLU())
         elif kind == "aligned":
-            from fxprune.models.artnet import AdaIN
+            from fxprune.apps.artnet import AdaIN
 
             self.f, self.t = conv_bn(c, c, 1), AdaIN(alpha=draw(st.sampled_from([0.5, 1.0])))
             self.out = c

@@ -24,6 +24,7 @@ from ..compiler import analyse
 from ..criteria import CRITERIA, ScoringContext, score_groups
 from ..errors import PlanError
 from .applicability import applicability
+from .plots import save_plots
 from .cwda import cwda
 from .similarity import similarity
 
@@ -70,8 +71,6 @@ class CriteriaAnalysis:
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``analysis.json`` and the plots into ``out``; returns the files written."""
-        from .plots import save_plots
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.to_json(out / "analysis.json")

@@ -1,4 +1,4 @@
-"""PNG plots of a CriteriaAnalysis (matplotlib, Agg backend: no display needed)."""
+"""PNG plots of a CriteriaAnalysis (matplotlib Figures: no display, the user's backend untouched)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..plotting import subplots
+
 if TYPE_CHECKING:
     from . import CriteriaAnalysis
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _heat(ax, m, names, title):
@@ -35,13 +28,12 @@ def _heat(ax, m, names, title):
 
 
 def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
-    plt = _plt()
     files = []
     names = a.similarity["names"]
     layer_idx = np.arange(len(a.layers))
 
     if len(names) >= 2:
-        fig, axes = plt.subplots(1, 4, figsize=(21, 4.8), gridspec_kw={"wspace": 0.45})
+        fig, axes = subplots(1, 4, figsize=(21, 4.8), gridspec_kw={"wspace": 0.45})
         mats = a.similarity["matrix"]
         for ax, (key, title) in zip(axes, [("spearman", "Spearman rank corr. (mean over layers)"),
                                             ("kendall", "Kendall rank corr. (mean over layers)"),
@@ -52,10 +44,9 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
         fig.suptitle(f"{a.model}: similarity of pruning criteria")
         files.append(out / "similarity.png")
         fig.savefig(files[-1], dpi=110, bbox_inches="tight")
-        plt.close(fig)
 
         pairs = list(a.similarity["spearman"])
-        fig, ax = plt.subplots(figsize=(10, 4))
+        fig, ax = subplots(figsize=(10, 4))
         for pair in pairs:
             vals = [np.nan if v is None else v for v in a.similarity["spearman"][pair]]
             ax.plot(layer_idx, vals, marker=".", label=pair)
@@ -66,9 +57,8 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
         ax.set_title(f"{a.model}: per-layer rank correlation of criteria")
         files.append(out / "similarity_per_layer.png")
         fig.savefig(files[-1], dpi=110, bbox_inches="tight")
-        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = subplots(figsize=(10, 4))
     sizes = np.array([layer["channels"] for layer in a.layers])
     for name, counts in a.similarity["global_pruned_counts"].items():
         ax.plot(layer_idx, np.array(counts) / sizes, marker=".", label=name)
@@ -78,9 +68,8 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     files.append(out / "global_pruned_per_layer.png")
     fig.savefig(files[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    fig, axes = subplots(1, 2, figsize=(14, 4))
     for name, v in a.applicability["criteria"].items():
         axes[0].plot(layer_idx, [np.nan if x is None else x for x in v["cv"]], marker=".", label=name)
         axes[1].plot(layer_idx, [np.nan if x is None else x for x in v["near_threshold"]], marker=".", label=name)
@@ -92,11 +81,10 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
     fig.suptitle(f"{a.model}: applicability of criteria")
     files.append(out / "applicability.png")
     fig.savefig(files[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
     layers = a.cwda["layers"]
     if layers:
-        fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+        fig, axes = subplots(1, 2, figsize=(14, 4))
         idx = np.arange(len(layers))
         axes[0].plot(idx, [layer["sigma"] for layer in layers], marker=".")
         axes[0].set_title("fitted sigma per conv layer")
@@ -111,12 +99,11 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
         fig.suptitle(f"{a.model}: convolution weight distribution")
         files.append(out / "cwda.png")
         fig.savefig(files[-1], dpi=110, bbox_inches="tight")
-        plt.close(fig)
 
         pick = np.unique(np.linspace(0, len(layers) - 1, min(9, len(layers))).round().astype(int))
         cols = 3
         rows = -(-len(pick) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(11, 3.3 * rows), squeeze=False)
+        fig, axes = subplots(rows, cols, figsize=(11, 3.3 * rows), squeeze=False)
         for ax, i in zip(axes.ravel(), pick):
             q = layers[i]["qq"]
             ax.plot(q["theoretical"], q["sample"], ".", ms=4)
@@ -129,5 +116,4 @@ def save_plots(a: CriteriaAnalysis, out: Path) -> list[Path]:
         fig.tight_layout()
         files.append(out / "qq.png")
         fig.savefig(files[-1], dpi=100, bbox_inches="tight")
-        plt.close(fig)
     return files

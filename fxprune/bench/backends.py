@@ -16,6 +16,8 @@ from torch import nn
 
 from ..errors import BenchmarkError
 from ..graph.latency import ort_session
+from ..export.onnx import export_onnx
+from ..export.tensorrt import EngineRunner, build_engine, tensorrt_version
 
 
 @dataclass
@@ -82,8 +84,6 @@ def _ort_provider(provider: str) -> Callable[[], str | None]:
 
 
 def _no_trt() -> str | None:
-    from ..export.tensorrt import tensorrt_version
-
     if tensorrt_version() is None:
         return "TensorRT is not installed (pip install tensorrt, from NVIDIA's index, on a GPU machine)"
     return _no_cuda()
@@ -114,8 +114,6 @@ def _compiled(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -> P
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], providers: list[Any], threads: int,
                  workdir: Path, tag: str, fp16: bool = False, onnx_path: str | None = None):
     """A timing session on ``onnx_path`` (exported once by the parent) or on a fresh export."""
-    from ..export.onnx import export_onnx
-
     if onnx_path is not None and not fp16:
         path, exporter = Path(onnx_path), "parent"
     else:
@@ -207,9 +205,6 @@ backend("ort-trt", device="cuda", description="ONNX Runtime, TensorRT execution 
 @backend("trt", device="cuda", description="TensorRT engine (fp16), timed with CUDA events", available=_no_trt)
 def _trt(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, workdir: Path | None = None, tag: str = "model",
          **_: Any) -> Prepared:
-    from ..export.onnx import export_onnx
-    from ..export.tensorrt import EngineRunner, build_engine, tensorrt_version
-
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fxprune-bench-"))
     major = int(str(tensorrt_version()).split(".")[0])
     exp = export_onnx(model, inputs, workdir / f"{tag}.onnx", fp16=major >= 11, parity=False)

@@ -6,16 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..plotting import subplots
+
 
 def plot_latency(results: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
     """One point per (model, dense/pruned, backend): x = MACs (G, at the benchmark batch's
     compile example), y = median latency (ms); dense and pruned of one model joined by a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     markers = "osD^v<>p*"
     backends = sorted({b for r in results for b in r["backends"]})
     for r in results:
@@ -36,5 +33,4 @@ def plot_latency(results: Sequence[dict[str, Any]], path: str | Path, title: str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -30,6 +30,9 @@ from torch import nn
 from ..errors import BenchmarkError
 from .backends import BACKENDS, get_backend
 from ..timing import QUIET_ENV, busy_warning
+from ..export.onnx import export_onnx
+from ..report import report
+from .worker import measure
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,6 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
                          cfg.batch)
     threads = cfg.threads or os.cpu_count() or 1
     if macs is None:
-        from .. import report
-
         rep = report(pruned)  # MACs at the compile example's batch: only their ratio is used
         macs = (rep.macs_before, rep.macs_after)
     result: dict[str, Any] = {"schema": SCHEMA, "batch": int(inputs[0].shape[0]),
@@ -96,8 +97,6 @@ def compare(dense: nn.Module, pruned: nn.Module, example_inputs: Any, cfg: Bench
         tmp = Path(tmp)
         blob: dict[str, Any] = {"dense": dense, "pruned": pruned, "inputs": inputs, "onnx": {}}
         if any(n in ONNX_BACKENDS for n in chosen):  # export once here, not in every worker
-            from ..export.onnx import export_onnx
-
             for which, m in (("dense", dense), ("pruned", pruned)):
                 exp = export_onnx(m, inputs, tmp / f"{which}.onnx", parity=False)
                 blob["onnx"][which] = exp.path
@@ -147,8 +146,6 @@ def _worker(tmp: Path, name: str, threads: int, cfg: BenchConfig, k: int) -> dic
 
 
 def _measure(models: Path, name: str, threads: int, cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
-    from .worker import measure
-
     return measure(models, name, threads, cfg.warmup, cfg.iters, cfg.max_seconds, workdir)
 
 

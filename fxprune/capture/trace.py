@@ -292,8 +292,6 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
         with torch.no_grad(), training_mode(runner, False), keep_rng(inputs):
             prop.run(*clone_inputs(inputs))
     except Exception as exc:
-        from .meta import describe_target
-
         node = prop.current
         shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
         where = f"node `{node.name}` ({describe_target(gm, node)})" if node is not None else "the model"

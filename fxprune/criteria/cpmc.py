@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import PlanError
 from ..graph.channel_graph import Group
-from . import ScoringContext, register_criterion
+from .base import ScoringContext, register_criterion
 from .magnitude import l2
 
 DEFAULT_WEIGHTS = (1.0, 0.5, 0.5)

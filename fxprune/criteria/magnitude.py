@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..graph.channel_graph import Group, ParamAxis
-from . import ScoringContext, register_criterion
+from .base import ScoringContext, register_criterion
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 
 from ..graph.channel_graph import Group
-from . import ScoringContext, register_criterion
+from .base import ScoringContext, register_criterion
 
 
 @register_criterion("random")

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PlanError
+from ..train.loop import recalibrate_bn
 from .gates import GatedModel
 from ..plan import Plan
 
@@ -187,7 +188,7 @@ class DAIS:
             self.binarize()
         small = self.model.finalize(**compile_kwargs)
         if calibration_data is not None:
-            from ..train import recalibrate_bn
+
 
             recalibrate_bn(small, calibration_data)
         return small

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..criteria import ScoringContext, score_groups
-from ..criteria.activations import split_batch
+from ..criteria.calibration import split_batch
 from ..errors import PlanError
 from .. import compiler
 from ..plan import Resolution

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..apps.cp.model import CPAttentionNet
 from ..errors import ModelError, PlanError
+from .cifar import MODELS
 
 ModelFactory = Callable[[str], tuple[nn.Module, tuple[int, ...]]]
 ZOOS: dict[str, ModelFactory] = {}
@@ -32,7 +34,7 @@ def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     import torchvision
 
     if name not in torchvision.models.list_models():
-        raise PlanError(f"torchvision has no model {name!r}")
+        raise ModelError(f"torchvision has no model {name!r}")
     kwargs = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     size = 299 if name == "inception_v3" else 224
@@ -41,19 +43,15 @@ def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
 
 @register_zoo("cifar")
 def _cifar(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    from .cifar import MODELS
-
     if name not in MODELS:
-        raise PlanError(f"no CIFAR model {name!r}; available: {sorted(MODELS)}")
+        raise ModelError(f"no CIFAR model {name!r}; available: {sorted(MODELS)}")
     return MODELS[name](), (1, 3, 32, 32)
 
 
 @register_zoo("skeleton")
 def _skeleton(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    from .cp_attention import CPAttentionNet
-
     if name != "cp_attention":
-        raise PlanError(f"no skeleton model {name!r}; available: ['cp_attention']")
+        raise ModelError(f"no skeleton model {name!r}; available: ['cp_attention']")
     return CPAttentionNet(), (1, 3, 64, 18)
 
 
@@ -82,7 +80,7 @@ def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, 
     """Build the model a spec names and its default input shape (batch 1)."""
     prefix, sep, name = spec.partition(":")
     if not sep or prefix not in ZOOS:
-        raise PlanError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}")
+        raise ModelError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}")
     model, shape = ZOOS[prefix](name)
     if weights is not None:
         load_weights(model, weights)

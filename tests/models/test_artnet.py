@@ -12,8 +12,8 @@ from torch import nn
 import fxprune
 from fxprune.errors import PlanError
 from fxprune.methods import zero_channel_prune
-from fxprune.models import artnet as A
-from fxprune.models.artnet import ArtNet
+from fxprune.apps import artnet as A
+from fxprune.apps.artnet import ArtNet
 from tests.conftest import assert_unchanged, snapshot
 
 

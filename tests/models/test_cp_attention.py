@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import fxprune
-from fxprune.data.skeleton import JOINTS, joint_index, load_skeleton_npz, synthetic_infant_movements
+from fxprune.apps.cp.data import JOINTS, joint_index, load_skeleton_npz, synthetic_infant_movements
 from fxprune.errors import PlanError
-from fxprune.models.cp_attention import CPAttentionNet, evaluate_cp, joint_importance, train_cp
+from fxprune.apps.cp.model import CPAttentionNet, evaluate_cp, joint_importance, train_cp
 from tests.conftest import assert_unchanged, snapshot
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import PlanError
+from ...errors import ModelError, PlanError
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,16 @@ def load_skeleton_npz(path: str | Path) -> SkeletonData:
     (V names; default COCO-18 when V == 18)."""
     path = Path(path)
     if not path.is_file():
-        raise PlanError(f"{path}: no such file (expected an .npz with arrays x: N x C x T x V and y: N)")
+        raise ModelError(f"{path}: no such file (expected an .npz with arrays x: N x C x T x V and y: N)")
     with np.load(path, allow_pickle=False) as z:
         if "x" not in z or "y" not in z:
-            raise PlanError(f"{path}: needs arrays 'x' (N x C x T x V) and 'y' (N,), found {sorted(z.files)}")
+            raise ModelError(f"{path}: needs arrays 'x' (N x C x T x V) and 'y' (N,), found {sorted(z.files)}")
         x, y = z["x"], z["y"]
         joints = tuple(str(j) for j in z["joints"]) if "joints" in z else None
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise PlanError(f"{path}: x must be N x C x T x V and y N labels; got x {x.shape}, y {y.shape}")
+        raise ModelError(f"{path}: x must be N x C x T x V and y N labels; got x {x.shape}, y {y.shape}")
     if joints is None:
         joints = JOINTS if x.shape[3] == len(JOINTS) else tuple(f"joint{j}" for j in range(x.shape[3]))
     if len(joints) != x.shape[3]:
-        raise PlanError(f"{path}: {len(joints)} joint names for V={x.shape[3]} joints")
+        raise ModelError(f"{path}: {len(joints)} joint names for V={x.shape[3]} joints")
     return SkeletonData(torch.from_numpy(x).float(), torch.from_numpy(y).long(), joints, (), {"path": str(path)})

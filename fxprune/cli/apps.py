@@ -4,22 +4,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .. import compiler
+from ..apps import artnet as A
+from ..apps.cp.data import load_skeleton_npz, synthetic_infant_movements
+from ..apps.cp.joints import importance_record, plot_skeleton, write_importance
+from ..apps.cp.model import CPAttentionNet, evaluate_cp, joint_importance, train_cp
+from ..methods import zero_channel_prune
+from ..models import load_weights
+from ..module import save
+from ..plan import Plan
+from ..report import report
+from .common import out_dir
+
 
 def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
-    from . import Plan, compile as fx_compile, report, save
-    from .cli import out_dir
-    from .models import load_weights
-    from .analysis.joints import importance_record, plot_skeleton, write_importance
-    from .data.skeleton import load_skeleton_npz, synthetic_infant_movements
-    from .models.cp_attention import CPAttentionNet, evaluate_cp, joint_importance, train_cp
 
     torch.manual_seed(args.seed)
     if args.data == "synthetic":
@@ -43,7 +56,7 @@ def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
     extra = {"test_accuracy": acc, "data": data.meta, "samples_scored": len(test)}
     if args.prune:
         calib = [xb for xb, _ in train.batches(64)][:4]
-        small = fx_compile(model, Plan(sparsity=args.prune, criterion="attention"), test.x[:8], calibration_data=calib)
+        small = compiler.compile(model, Plan(sparsity=args.prune, criterion="attention"), test.x[:8], calibration_data=calib)
         r = report(small)
         extra["pruned"] = {"sparsity": args.prune, "criterion": "attention", "test_accuracy": evaluate_cp(small, test),
                            "macs_ratio": r.macs_after / r.macs_before, "params_ratio": r.params_after / r.params_before,
@@ -67,19 +80,18 @@ def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+
 def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
-    from .models import artnet
 
     t0 = time.perf_counter()
-    content = artnet.load_image(args.content, size=args.size)
-    style = artnet.load_image(args.style, size=args.style_size or args.size)
+    content = A.load_image(args.content, size=args.size)
+    style = A.load_image(args.style, size=args.style_size or args.size)
     decoder = args.decoder_weights
-    if decoder is None and args.encoder_weights is None and artnet.default_decoder_weights() is not None:
+    if decoder is None and args.encoder_weights is None and A.default_decoder_weights() is not None:
         decoder = "bundled"  # trained for the seeded encoder: not for other encoder weights
-    net = artnet.ArtNet(transform=args.transform, alpha=args.alpha, encoder_weights=args.encoder_weights,
+    net = A.ArtNet(transform=args.transform, alpha=args.alpha, encoder_weights=args.encoder_weights,
                         decoder_weights=decoder, max_patches=args.max_patches)
     if args.zero_prune:
-        from .methods import zero_channel_prune
 
         z = zero_channel_prune(net, [((content, style), None)])
         t = Table(title=f"zero channels on this content/style pair: {z.removed} of {z.prunable}, "
@@ -93,13 +105,14 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
         net = z.model
     with torch.no_grad():
         out = net(content, style)
-    artnet.save_image(out, args.output)
+    A.save_image(out, args.output)
     console.print(f"wrote {args.output} ({out.shape[-1]}x{out.shape[-2]}, transform {args.transform}, "
                   f"{time.perf_counter() - t0:.1f} s)")
     if decoder is None:
         console.print("[yellow]note:[/yellow] no decoder trained for this encoder (--decoder-weights); the "
                       "output comes from a random decoder")
     return 0
+
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -135,4 +148,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--decoder-weights", help="decoder (or whole ArtNet) state-dict file; default: the bundled one")
     st.add_argument("--zero-prune", action="store_true", help="run the zero-channel-pruned model (exact)")
     st.set_defaults(func=cmd_stylize)
-

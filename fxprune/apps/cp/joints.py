@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.skeleton import BONES, JOINTS, REST
-from .plots import _plt
+from ...plotting import subplots
+
+from .data import BONES, JOINTS, REST
 
 
 def importance_record(importance: np.ndarray, joints: Sequence[str], planted: Sequence[int] = (),
@@ -43,13 +44,12 @@ def plot_skeleton(importance: np.ndarray, path: str | Path, *, joints: Sequence[
                   planted: Sequence[int] = (), title: str = "joint importance (channel attention)") -> Path:
     """The COCO-18 rest pose with joints coloured and sized by importance (18 joints only; other
     layouts get a bar chart)."""
-    plt = _plt()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imp = np.asarray(importance, dtype=float)
     norm = (imp - imp.min()) / (np.ptp(imp) or 1.0)
     if len(imp) == len(JOINTS):
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 5.2), gridspec_kw={"width_ratios": [1, 1.3]})
+        fig, (ax, bx) = subplots(1, 2, figsize=(10, 5.2), gridspec_kw={"width_ratios": [1, 1.3]})
         for a, b in BONES:
             ax.plot(REST[[a, b], 0], REST[[a, b], 1], color="0.75", lw=3, zorder=1)
         sc = ax.scatter(REST[:, 0], REST[:, 1], c=imp, s=60 + 500 * norm, cmap="inferno_r", edgecolors="k",
@@ -66,7 +66,7 @@ def plot_skeleton(importance: np.ndarray, path: str | Path, *, joints: Sequence[
         fig.colorbar(sc, ax=ax, shrink=0.7, label="mean attention gate")
         ax.set_title(title + ("\n(blue rings: planted joints)" if planted else ""), fontsize=10)
     else:
-        fig, bx = plt.subplots(figsize=(7, 4))
+        fig, bx = subplots(figsize=(7, 4))
     order = np.argsort(-imp, kind="stable")
     colors = ["tab:blue" if j in set(planted) else "0.5" for j in order]
     bx.barh(range(len(order)), imp[order], color=colors)
@@ -75,5 +75,4 @@ def plot_skeleton(importance: np.ndarray, path: str | Path, *, joints: Sequence[
     bx.set_xlabel("mean attention gate")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -16,6 +16,7 @@ indicators stay identical across ranks (checked by ``fxprune train``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterable
@@ -24,9 +25,14 @@ from typing import Any
 
 from torch import nn
 
+from .. import compiler
 from ..errors import PlanError
-from .distributed import distributed
-from .loop import accuracy, fit, recalibrate_bn
+from ..plan import Plan
+from ..report import report
+from ..train.distributed import distributed
+from ..train.loop import accuracy, fit, recalibrate_bn
+from .dais import DAIS
+from .ghfp import GHFP
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +68,6 @@ def run_method(cfg: MethodConfig, model: nn.Module, example_inputs: Any, train: 
     """Train/prune a copy of ``model`` with ``cfg``; returns (the final model, a result record with
     test accuracy, MACs/params ratios, wall time, per-epoch history and the method's own log).
     The caller's model is not modified."""
-    import copy
-
-    import fxprune
-    from ..methods import DAIS, GHFP
-
     t0 = time.perf_counter()
     ft_lr = cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 5
     record: dict[str, Any] = {"method": cfg.method, "flops_target": cfg.flops, "epochs": cfg.epochs}
@@ -78,7 +79,7 @@ def run_method(cfg: MethodConfig, model: nn.Module, example_inputs: Any, train: 
         record.update(macs_ratio=1.0, params_ratio=1.0)
     elif cfg.method == "oneshot":
         criterion = cfg.criterion or "l1"
-        small = fxprune.compile(model, fxprune.Plan(flops=cfg.flops, criterion=criterion, scope=cfg.scope),
+        small = compiler.compile(model, Plan(flops=cfg.flops, criterion=criterion, scope=cfg.scope),
                                 example_inputs=example_inputs)
         record["criterion"] = criterion
         record["history"] = fit(_wrap(small), train, epochs=cfg.epochs, lr=ft_lr, progress=cfg.progress,
@@ -112,7 +113,7 @@ def run_method(cfg: MethodConfig, model: nn.Module, example_inputs: Any, train: 
             record["history"] += fit(_wrap(small), train, epochs=cfg.epochs - search, lr=ft_lr,
                                      progress=cfg.progress, val_loader=test, description=f"{desc} fine-tune")
     if cfg.method != "dense":
-        rep = fxprune.report(small)
+        rep = report(small)
         record.update(macs_ratio=rep.macs_ratio, params_ratio=rep.params_ratio)
     record["wall_seconds"] = time.perf_counter() - t0
     if test is not None:

@@ -1,0 +1,5 @@
+"""``python -m fxprune.cli``."""
+
+from . import main
+
+raise SystemExit(main())
