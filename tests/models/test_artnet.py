@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import fxprune
-from fxprune.errors import PlanError
+from fxprune.errors import ModelError, PlanError
 from fxprune.methods import zero_channel_prune
 from fxprune.apps import artnet as A
 from fxprune.apps.artnet import ArtNet
@@ -42,10 +42,10 @@ def test_artnet_interface(net):
 def test_bad_inputs_are_named(tmp_path, net):
     with pytest.raises(PlanError, match="transform 'gram'"):
         ArtNet("gram")
-    with pytest.raises(PlanError, match="never downloaded"):
+    with pytest.raises(ModelError, match="never downloaded"):
         ArtNet(encoder_weights=tmp_path / "missing.pth")
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "w.pth")
-    with pytest.raises(PlanError, match="not a torchvision GoogLeNet state dict"):
+    with pytest.raises(ModelError, match="not a torchvision GoogLeNet state dict"):
         ArtNet(encoder_weights=tmp_path / "w.pth")
     c, s = _pair(64, batch=3)
     with pytest.raises(PlanError, match="3 content images but 2 style"):

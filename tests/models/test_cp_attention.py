@@ -10,7 +10,7 @@ import torch
 
 import fxprune
 from fxprune.apps.cp.data import JOINTS, joint_index, load_skeleton_npz, synthetic_infant_movements
-from fxprune.errors import PlanError
+from fxprune.errors import ModelError, PlanError
 from fxprune.apps.cp.model import CPAttentionNet, evaluate_cp, joint_importance, train_cp
 from tests.conftest import assert_unchanged, snapshot
 
@@ -113,7 +113,7 @@ def test_npz_loader(tmp_path):
     d = load_skeleton_npz(tmp_path / "d.npz")
     assert d.x.shape == (6, 2, 10, 5) and d.joints == tuple(f"joint{j}" for j in range(5))
     np.savez(tmp_path / "bad.npz", x=x)
-    with pytest.raises(PlanError, match="needs arrays 'x'"):
+    with pytest.raises(ModelError, match="needs arrays 'x'"):
         load_skeleton_npz(tmp_path / "bad.npz")
 
 
