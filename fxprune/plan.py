@@ -7,11 +7,9 @@ as JSON and applied to a fresh copy of the same model gives the identical pruned
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +17,13 @@ import numpy as np
 from .criteria import CRITERIA
 from .errors import PlanError, ResolutionError
 from .graph.latency import LATENCY_BACKENDS
+from .jsonio import JsonRecord
 
 SCOPES = ("local", "global")
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(JsonRecord):
     """What to prune and how much.
 
     sparsity: fraction of each group's channels to remove (``local``) or of all prunable
@@ -69,6 +68,8 @@ class Plan:
     criterion_options: Mapping[str, Any] = field(default_factory=dict)
     latency: float | None = None
     backend: str | None = None
+
+    JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
     def __post_init__(self) -> None:
         given = [k for k in ("sparsity", "flops", "params", "latency") if getattr(self, k) is not None]
@@ -149,41 +150,12 @@ class Plan:
         except (TypeError, ValueError) as exc:
             raise PlanError(f"bad plan: {exc}") from None
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> Plan:
-        return cls.from_dict(_load_json(text_or_path, "plan", PlanError))
 
 
 def _check_fraction(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value < 1.0) \
             or math.isnan(value):
         raise PlanError(f"{name} must be a number in [0, 1), got {value!r}")
-
-
-def _load_json(text_or_path: str | Path, what: str, error: type[Exception]) -> Any:
-    """JSON from a file path or JSON text; missing files and bad JSON raise ``error`` naming them."""
-    try:
-        text = _read(text_or_path)
-    except OSError as exc:
-        raise error(f"cannot read the {what} file {text_or_path}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = text_or_path if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{") \
-            else f"{what} text"
-        raise error(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-
-
-def _read(text_or_path: str | Path) -> str:
-    if isinstance(text_or_path, Path) or (isinstance(text_or_path, str) and not text_or_path.lstrip().startswith("{")):
-        return Path(text_or_path).read_text()
-    return str(text_or_path)
 
 
 @dataclass
@@ -197,13 +169,14 @@ class GroupChoice:
 
 
 @dataclass
-class Resolution:
+class Resolution(JsonRecord):
     """Kept channel indices per group, keyed by the group's first producer (``param@axis``)."""
 
     groups: dict[str, GroupChoice]
     plan: Plan | None = None
 
     FORMAT = "fxprune.resolution/1"
+    JSON_WHAT, JSON_ERROR = "resolution", ResolutionError
 
     def pruned_roots(self, cg) -> np.ndarray:
         """Union-find roots of every class this resolution removes from ``cg``."""
@@ -253,17 +226,3 @@ class Resolution:
         groups = {k: GroupChoice(int(v["size"]), [int(i) for i in v["keep"]], list(v.get("modules", [])),
                                  str(v.get("signature", ""))) for k, v in d["groups"].items()}
         return cls(groups, Plan.from_dict(d["plan"]) if d.get("plan") else None)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> Resolution:
-        d = _load_json(text_or_path, "resolution", ResolutionError)
-        try:
-            return cls.from_dict(d)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ResolutionError(f"not a valid fxprune resolution ({type(exc).__name__}: {exc})") from None

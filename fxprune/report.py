@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import FxPruneError
+from .jsonio import JsonRecord
 
 REPORT_KEY = "fxprune.report"
 """``model.meta`` key of the compile report."""
@@ -32,7 +32,9 @@ class BarrierReport:
 
 
 @dataclass
-class Report:
+class Report(JsonRecord):
+    JSON_WHAT = "report"
+
     model: str
     params_before: int
     params_after: int
@@ -68,9 +70,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:

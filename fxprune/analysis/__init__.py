@@ -10,7 +10,6 @@ width produces, with everything coupled to it), named by its first producer modu
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from torch import nn
 from ..compiler import analyse
 from ..criteria import CRITERIA, ScoringContext, score_groups
 from ..errors import PlanError
+from ..jsonio import JsonRecord
 from .applicability import applicability
 from .plots import save_plots
 from .cwda import cwda
@@ -35,7 +35,9 @@ FORMAT = "fxprune.criteria-analysis/1"
 
 
 @dataclass
-class CriteriaAnalysis:
+class CriteriaAnalysis(JsonRecord):
+    JSON_WHAT, JSON_ERROR = "criteria analysis", PlanError
+
     model: str
     sparsity: float
     criteria: list[str]
@@ -50,11 +52,11 @@ class CriteriaAnalysis:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CriteriaAnalysis:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise PlanError(f"not an fxprune criteria analysis (format {d.get('format') if isinstance(d, dict) else d!r})")
+        return cls(**d)
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers: mean rank correlations and Jaccard overlaps per pair, mean

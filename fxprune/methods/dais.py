@@ -168,7 +168,7 @@ class DAIS:
                 return {gi: alpha[g.group_slice(by_group[gi])] for gi in scores}
 
             plan = Plan(flops=self.flops, criterion="l1", scope="global", max_sparsity=1.0)
-            keep = g.slot_mask_of(g.resolve(plan, adjust=by_alpha, comparable=True)) | g.pinned.cpu()
+            keep = g.slot_mask_of(g.resolution_from_plan(plan, adjust=by_alpha, comparable=True)) | g.pinned.cpu()
             warnings.warn(f"dais: the binarised indicators keep {100 * ratio:.2f}% of the MACs (target "
                           f"{100 * self.flops:.2f}%); projected onto the budget by ranking alpha globally", stacklevel=2)
         g.mask.copy_(keep.to(g.mask.dtype))

@@ -186,7 +186,7 @@ class GatedModel(nn.Module):
     def macs_ratio(self, v: torch.Tensor | None = None) -> float:
         return float(self.expected_macs(v).detach()) / self.macs_model.dense
 
-    def resolve(self, plan: Any, adjust: Any = None, comparable: bool | None = None) -> Resolution:
+    def resolution_from_plan(self, plan: Any, adjust: Any = None, comparable: bool | None = None) -> Resolution:
         """Resolve ``plan`` on the current weights (see ``planner.resolve``'s ``adjust``)."""
 
         return resolve(plan, self.cg, module_names=self._plain.module_names, parameters=self._plain.parameters,
@@ -216,7 +216,7 @@ class GatedModel(nn.Module):
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     # -- hard model ---------------------------------------------------------------------------
-    def resolution(self, threshold: float = 0.0) -> Resolution:
+    def resolution_from_gates(self, threshold: float = 0.0) -> Resolution:
         """Kept classes = gate > ``threshold`` (pinned classes always kept). A group, or a tensor
         (one output of a split, say), that would lose every channel keeps its highest-gated one."""
         with torch.no_grad():
@@ -232,7 +232,7 @@ class GatedModel(nn.Module):
         ``mask`` buffer is updated to what was kept (a class kept so that no tensor is empty is
         switched back on), so the gated model stays equal to the result."""
 
-        res = self.resolution(threshold)
+        res = self.resolution_from_gates(threshold)
         with torch.no_grad():
             self.mask.copy_(self.slot_mask_of(res).to(self.mask.dtype))
         return compiler.compile(self.model, resolution=res, example_inputs=self.example_inputs,

@@ -185,7 +185,7 @@ class GHFP:
                 out[gi] = s
             return out
 
-        resolution = g.resolve(plan, adjust=force_hard_last)
+        resolution = g.resolution_from_plan(plan, adjust=force_hard_last)
         selected = ~g.slot_mask_of(resolution) & ~g.pinned.cpu()
         selected |= torch.from_numpy(hard)
         return selected, {by_group[gi]: s for gi, s in seen.items()}

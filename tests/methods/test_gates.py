@@ -34,7 +34,7 @@ def test_binary_gates_equal_the_finalized_model(name):
     small = gated.finalize()
     with torch.no_grad():
         torch.testing.assert_close(small(x), want, rtol=1e-4, atol=1e-5)
-    kept = sum(len(c.keep) for c in gated.resolution().groups.values())
+    kept = sum(len(c.keep) for c in gated.resolution_from_gates().groups.values())
     assert kept == int(mask.sum())
 
 
@@ -88,7 +88,7 @@ def test_a_resolution_that_empties_a_tensor_is_named_and_gates_keep_one_channel(
     stem = next(i for i, g in enumerate(gated.groups) if g.key.startswith("stem"))
     with torch.no_grad():
         gated.mask[gated.group_slice(stem).start] = 0  # channel 0 of the stem = all of the split's `a`
-    res = gated.resolution()
+    res = gated.resolution_from_gates()
     assert 0 in res.groups[gated.groups[stem].key].keep  # given back
     bad = fxprune.Resolution({k: fxprune.plan.GroupChoice(c.size, [i for i in c.keep if i != 0] if k.startswith("stem")
                                                           else c.keep, c.modules, c.signature)
