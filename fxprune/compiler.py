@@ -29,6 +29,9 @@ from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
 from .report import REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
+__all__ = ["Analysis", "VERIFY_SEED", "analyse", "as_inputs", "check_finite", "check_inputs", "compile",
+           "default_tolerance", "resolve", "second_input", "unwrap"]
+
 log = logging.getLogger(__name__)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["BenchmarkError", "ExportError", "FxPruneError", "ModelError", "PlanError", "ResolutionError",
+           "SerializationError", "TraceError", "VerificationError"]
+
 
 class FxPruneError(Exception):
     """Base class of every error fxprune raises on purpose."""

@@ -19,6 +19,8 @@ from .errors import PlanError, ResolutionError
 from .graph.latency import LATENCY_BACKENDS
 from .jsonio import JsonRecord
 
+__all__ = ["GroupChoice", "Plan", "Resolution", "SCOPES"]
+
 SCOPES = ("local", "global")
 
 

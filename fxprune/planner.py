@@ -18,6 +18,8 @@ from .graph.factors import FACTORS, iter_factors
 from .graph.channel_graph import ChannelGraph, Group
 from .plan import GroupChoice, Plan, Resolution
 
+__all__ = ["check_names", "choose", "floor_count", "global_removals", "keep_count", "resolution_from_keep", "resolve"]
+
 log = logging.getLogger(__name__)
 
 

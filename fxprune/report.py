@@ -8,6 +8,8 @@ from typing import Any
 from .errors import FxPruneError
 from .jsonio import JsonRecord
 
+__all__ = ["BarrierReport", "GroupReport", "REPORT_KEY", "RESOLUTION_KEY", "Report", "report"]
+
 REPORT_KEY = "fxprune.report"
 """``model.meta`` key of the compile report."""
 RESOLUTION_KEY = "fxprune.resolution"

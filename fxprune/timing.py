@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+__all__ = ["QUIET_ENV", "Stats", "busy_warning", "percentile", "sample", "stats"]
+
 log = logging.getLogger(__name__)
 
 # OpenMP / ORT threads that spin-wait for work burn the cores other processes need; on 2 busy

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+__all__ = ["applicability", "coefficient_of_variation", "near_threshold"]
+
 
 def coefficient_of_variation(s: np.ndarray) -> float | None:
     m = float(np.mean(s))

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import stats
 from torch import nn
 
+__all__ = ["QQ_LEVELS", "SHAPIRO_MAX", "cwda", "layer_tests"]
+
 QQ_LEVELS = np.linspace(0.02, 0.98, 49)
 SHAPIRO_MAX = 5000
 

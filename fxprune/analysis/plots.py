@@ -9,6 +9,8 @@ import numpy as np
 
 from ..plotting import subplots
 
+__all__ = ["save_plots"]
+
 if TYPE_CHECKING:
     from . import CriteriaAnalysis
 

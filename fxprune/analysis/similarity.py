@@ -20,6 +20,8 @@ from scipy import stats
 
 from ..planner import global_removals
 
+__all__ = ["global_pruned", "jaccard", "layerwise_pruned", "lowest", "pair_key", "similarity", "sorted_pair"]
+
 
 def pair_key(a: str, b: str) -> str:
     return f"{a}~{b}"

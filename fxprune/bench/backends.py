@@ -19,6 +19,8 @@ from ..graph.latency import ort_session
 from ..export.onnx import export_onnx
 from ..export.tensorrt import EngineRunner, build_engine, tensorrt_version
 
+__all__ = ["BACKENDS", "Backend", "Prepared", "backend", "get_backend"]
+
 
 @dataclass
 class Prepared:

@@ -8,6 +8,8 @@ from typing import Any
 
 from ..plotting import subplots
 
+__all__ = ["plot_latency"]
+
 
 def plot_latency(results: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
     """One point per (model, dense/pruned, backend): x = MACs (G, at the benchmark batch's

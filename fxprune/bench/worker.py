@@ -16,6 +16,8 @@ import torch
 from .backends import get_backend
 from ..timing import sample, stats
 
+__all__ = ["BLOCKS", "main", "measure"]
+
 BLOCKS = 5
 
 

@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+__all__ = ["assign_attr", "clone_inputs", "copy_module", "deepcopy_module", "keep_rng", "lookup_attr",
+           "private_runner", "reset_buffers"]
+
 
 def assign_attr(root: nn.Module, target: str, value: Any) -> None:
     *path, leaf = target.split(".")

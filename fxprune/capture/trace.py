@@ -29,6 +29,9 @@ from .copying import assign_attr, clone_inputs, copy_module, keep_rng, lookup_at
 from .graph_module import RESERVED_NAMES
 from .meta import TENSOR_META, describe_target, submodule
 
+__all__ = ["FxTracer", "META_PROPAGATION_MIN_PARAMS", "RuleTable", "ShapePropagation", "TracedModel",
+           "propagate_shapes", "trace", "training_mode"]
+
 log = logging.getLogger(__name__)
 
 

@@ -31,6 +31,8 @@ from ..plan import Plan
 from ..report import report
 from .common import out_dir
 
+__all__ = ["add_parsers", "cmd_explain_joints", "cmd_stylize"]
+
 
 def cmd_explain_joints(args: argparse.Namespace, console: Console) -> int:
 

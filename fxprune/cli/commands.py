@@ -31,6 +31,8 @@ from ..plan import Plan
 from ..report import RESOLUTION_KEY, report
 from .common import _calibration, _fmt, _pruned_from_args, out_dir
 
+__all__ = ["cmd_analyze", "cmd_bench", "cmd_export", "cmd_prune"]
+
 
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     out = out_dir(args.out)

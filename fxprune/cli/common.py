@@ -26,6 +26,8 @@ from ..errors import FxPruneError, PlanError
 from ..models import get_model
 from ..plan import Plan
 
+__all__ = ["out_dir"]
+
 
 def _shape(text: str) -> tuple[int, ...]:
     try:

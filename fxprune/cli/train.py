@@ -26,6 +26,8 @@ from ..module import save
 from ..train import fit
 from .common import _json_option, out_dir
 
+__all__ = ["cmd_train"]
+
 
 def _distributed_setup() -> tuple[int, int]:
     """(rank, world size); initialises the default process group under torchrun (gloo on CPU)."""

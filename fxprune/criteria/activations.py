@@ -29,6 +29,8 @@ from ..graph.channel_graph import Group
 from .base import ScoringContext, register_criterion
 from .calibration import collect, gates, sinks, split_batch  # noqa: F401  (re-exported)
 
+__all__ = ["attention", "taylor", "zero_channel"]
+
 log = logging.getLogger(__name__)
 
 

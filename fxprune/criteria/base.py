@@ -17,6 +17,8 @@ from ..graph.latency import latency_model
 from ..capture.meta import submodule
 from .calibration import collect
 
+__all__ = ["CRITERIA", "CriterionSpec", "REDUCTIONS", "ScoringContext", "register_criterion", "score", "score_groups"]
+
 log = logging.getLogger(__name__)
 
 REDUCTIONS = ("sum", "mean", "max")

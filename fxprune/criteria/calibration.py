@@ -39,6 +39,8 @@ from ..capture.copying import private_runner
 from ..graph.factors import Factor
 from ..capture.trace import training_mode
 
+__all__ = ["collect", "gates", "sinks", "split_batch"]
+
 # ``ctx`` below is a ``criteria.base.ScoringContext`` (which calls ``collect``; not imported back).
 ScoringContext = Any
 

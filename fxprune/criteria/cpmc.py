@@ -30,6 +30,8 @@ from ..graph.channel_graph import Group
 from .base import ScoringContext, register_criterion
 from .magnitude import l2
 
+__all__ = ["DEFAULT_WEIGHTS", "aspects", "cpmc"]
+
 DEFAULT_WEIGHTS = (1.0, 0.5, 0.5)
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from ..graph.channel_graph import Group, ParamAxis
 from .base import ScoringContext, register_criterion
 
+__all__ = ["bn_scale", "fpgm", "geometric_median", "l1", "l2"]
+
 log = logging.getLogger(__name__)
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)

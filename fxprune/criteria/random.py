@@ -9,6 +9,8 @@ import numpy as np
 from ..graph.channel_graph import Group
 from .base import ScoringContext, register_criterion
 
+__all__ = ["random"]
+
 
 @register_criterion("random")
 def random(group: Group, ctx: ScoringContext) -> np.ndarray:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+__all__ = ["MEAN", "STD", "cifar10"]
+
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+__all__ = ["DigitsSplits", "Shifted", "digits", "digits_loaders"]
+
 
 @dataclass
 class DigitsSplits:

@@ -17,6 +17,8 @@ from torch import nn
 
 from ..errors import ExportError
 
+__all__ = ["EXPORTERS", "OnnxExport", "TWO_GB", "export_onnx", "ort_parity"]
+
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("auto", "dynamo", "torchscript")

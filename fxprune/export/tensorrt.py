@@ -22,6 +22,9 @@ from typing import Any
 
 from ..errors import ExportError
 
+__all__ = ["EngineBuild", "EngineRunner", "INSTALL_HINT", "ProfileShape", "build_engine", "profile_shapes",
+           "require_cuda", "require_tensorrt", "tensorrt_version"]
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = ("pip install tensorrt (the wheel fetches its libraries from NVIDIA's index, "

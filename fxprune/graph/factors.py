@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["FACTORS", "Factor", "NO_FACTORS", "concat", "factor_on", "iter_factors", "kept_indices", "kept_mask",
+           "kept_sizes", "permute", "reduce_axes", "reshape", "reshape_blocks", "shift", "squeeze", "unsqueeze"]
+
 Pin = Callable[[np.ndarray, str], None]
 
 

@@ -37,6 +37,8 @@ from .channel_graph import ChannelGraph
 from .params import weight_norm_of
 from .costmodel import CostModel
 
+__all__ = ["LATENCY_BACKENDS", "ROUNDS", "cache_dir", "latency_model", "ort_session"]
+
 log = logging.getLogger(__name__)
 
 LATENCY_BACKENDS = ("ort", "eager")

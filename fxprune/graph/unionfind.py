@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["UnionFind"]
+
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 

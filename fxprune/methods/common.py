@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["zero_optimizer_state_"]
+
 
 @torch.no_grad()
 def zero_optimizer_state_(optimizer: torch.optim.Optimizer, p: torch.Tensor, axis: int, pos: torch.Tensor) -> None:

@@ -37,6 +37,8 @@ from ..train.loop import recalibrate_bn
 from .gates import GatedModel
 from ..plan import Plan
 
+__all__ = ["DAIS", "RelaxedGatedModel"]
+
 log = logging.getLogger(__name__)
 
 

@@ -31,6 +31,8 @@ from ..graph.costmodel import macs_model
 from ..plan import Resolution
 from ..planner import resolution_from_keep, resolve
 
+__all__ = ["ChannelEntries", "Gate", "GatedModel"]
+
 
 class _Source:
     """Holds the gate vector of the current forward (a plain object: not part of the module tree)."""

@@ -44,6 +44,8 @@ from ..plan import Plan
 from ..train.distributed import broadcast_
 from .common import zero_optimizer_state_
 
+__all__ = ["GHFP", "HARDNESS", "PRESETS", "RATES"]
+
 log = logging.getLogger(__name__)
 
 RATES = {

@@ -34,6 +34,8 @@ from ..train.loop import accuracy, fit, recalibrate_bn
 from .dais import DAIS
 from .ghfp import GHFP
 
+__all__ = ["METHODS", "MethodConfig", "run_method"]
+
 log = logging.getLogger(__name__)
 
 METHODS = ("dense", "oneshot", "sfp", "hfp", "ghfp", "dais")

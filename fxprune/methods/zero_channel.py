@@ -27,6 +27,8 @@ from ..plan import Resolution
 from ..planner import resolution_from_keep
 from ..report import report
 
+__all__ = ["ZeroChannelResult", "zero_channel_prune"]
+
 log = logging.getLogger(__name__)
 
 

@@ -17,6 +17,8 @@ from ..apps.cp.model import CPAttentionNet
 from ..errors import ModelError, PlanError
 from .cifar import MODELS
 
+__all__ = ["ZOOS", "get_model", "load_weights", "randomize_for_verification", "register_zoo"]
+
 ModelFactory = Callable[[str], tuple[nn.Module, tuple[int, ...]]]
 ZOOS: dict[str, ModelFactory] = {}
 

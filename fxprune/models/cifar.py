@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["BasicBlock", "CifarDenseNet", "CifarResNet", "CifarVGG", "DenseLayer", "MODELS", "Transition", "VGG16",
+           "densenet40", "resnet20", "resnet56", "vgg16_bn"]
+
 
 def _init(model: nn.Module) -> nn.Module:
     for m in model.modules():

@@ -18,6 +18,8 @@ from ..graph.factors import FACTORS
 from ..capture.meta import node_shape, tensor_meta
 from ..capture.copying import lookup_attr
 
+__all__ = ["MASK_OF", "MASK_SUFFIX", "insert_masks", "mask_array"]
+
 MASK_SUFFIX = "_fxmask"
 MASK_OF = "fxprune.mask_of"  # meta on a mask multiply: the name of the node it masks
 

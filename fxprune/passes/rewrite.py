@@ -26,6 +26,8 @@ from ..capture.trace import TracedModel
 from ..capture.copying import copy_module, lookup_attr
 from ..capture.graph_module import DualGraphModule
 
+__all__ = ["RewriteContext", "pruned_shape", "rewrite_pass"]
+
 
 class RewriteContext:
     """What a rule's rewriter sees: the analysed node, its copy in the new graph, kept shapes."""

@@ -25,6 +25,8 @@ from ..capture.copying import clone_inputs, keep_rng, private_runner, reset_buff
 from ..capture.trace import training_mode
 from .mask import MASK_OF
 
+__all__ = ["compare", "first_divergence", "run_graph", "verify"]
+
 log = logging.getLogger(__name__)
 
 

@@ -23,6 +23,10 @@ from torch.nn.utils import parametrizations, parametrize
 from ..graph.rules import REGISTRY
 from ..graph.rules.aligned import builtin_aligned_classes
 
+__all__ = ["ALLOWED_GETATTR", "function_name", "function_table", "is_allowed_method", "is_allowed_module_attr",
+           "is_attr_path", "is_identifier", "is_placeholder_target", "lookup_function", "module_class_name",
+           "module_table", "tensor_methods"]
+
 # ---- grammar ----------------------------------------------------------------------------------
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _COMPONENT = re.compile(r"[A-Za-z0-9_-]+\Z")  # '-' appears in torchvision's RegNet module names

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+__all__ = ["average_", "broadcast_", "distributed"]
+
 
 def distributed() -> bool:
     """True inside an initialised process group of more than one rank."""

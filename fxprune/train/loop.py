@@ -14,6 +14,8 @@ from torch import nn
 
 from .distributed import average_
 
+__all__ = ["accuracy", "fit", "recalibrate_bn"]
+
 log = logging.getLogger(__name__)
 
 Hook = Callable[[int, nn.Module], None]

@@ -16,6 +16,9 @@ from torch import nn
 
 from ...errors import ModelError, PlanError
 
+__all__ = ["GOOGLENET_CUTS", "GoogLeNetEncoder", "IMAGENET_MEAN", "IMAGENET_STD", "Normalize", "VGGEncoder",
+           "mirror_decoder"]
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -16,6 +16,8 @@ from torch import nn
 
 from ...errors import ModelError
 
+__all__ = ["SAMPLE_IMAGES", "load_image", "random_crops", "sample_image", "save_image", "to_tensor"]
+
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
                  "retina", "motorcycle_left")
 

@@ -18,6 +18,8 @@ from ...errors import ModelError, PlanError
 from .encoder import GoogLeNetEncoder, VGGEncoder, _load_local, mirror_decoder
 from .transforms import TRANSFORMS, AdaIN, FeatureTransform
 
+__all__ = ["ArtNet", "BUNDLED", "StyleTransferNet", "VGGAdaIN", "WEIGHTS_DIR", "default_decoder_weights"]
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUNDLED = WEIGHTS_DIR / "artnet_s2_inception3b.pt"
 

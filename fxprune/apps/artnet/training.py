@@ -17,6 +17,8 @@ from torch import nn
 from .images import random_crops
 from .network import StyleTransferNet, _to_size
 
+__all__ = ["train_decoder"]
+
 
 def train_decoder(net: StyleTransferNet, images: Sequence[np.ndarray], *, steps: int = 200, batch: int = 8,
                   crop: int = 128, lr: float = 1e-3, perceptual: float = 1.0, seed: int = 0,

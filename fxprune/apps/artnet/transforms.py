@@ -18,6 +18,9 @@ from torch import nn
 from ...errors import PlanError
 from ...graph.rules.aligned import ChannelAligned, register_channel_aligned
 
+__all__ = ["AdaIN", "FeatureTransform", "S2", "Stats", "TRANSFORMS", "WCT", "colour", "match_patches", "mean_cov",
+           "patch_grid", "style_patches", "style_swap", "whiten"]
+
 
 def _active(fc: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
     """Indices of channels that are non-zero somewhere in content or style (C x ... tensors)."""

@@ -36,6 +36,9 @@ import torch
 
 from ...errors import ModelError, PlanError
 
+__all__ = ["AMPLITUDE", "BONES", "DEFAULT_PLANTED", "JOINTS", "REST", "SkeletonData", "joint_index",
+           "load_skeleton_npz", "synthetic_infant_movements"]
+
 log = logging.getLogger(__name__)
 
 JOINTS: tuple[str, ...] = (

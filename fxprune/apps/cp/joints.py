@@ -13,6 +13,8 @@ from ...plotting import subplots
 
 from .data import BONES, JOINTS, REST
 
+__all__ = ["importance_record", "plot_skeleton", "write_importance"]
+
 
 def importance_record(importance: np.ndarray, joints: Sequence[str], planted: Sequence[int] = (),
                       **extra: Any) -> dict[str, Any]:

@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+__all__ = ["CPAttentionNet", "ChannelAttention", "JointAttention", "TemporalBlock", "evaluate_cp",
+           "joint_importance", "train_cp"]
+
 
 def _tracing() -> bool:
     return fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_compiling()

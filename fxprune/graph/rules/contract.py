@@ -22,6 +22,8 @@ from ..factors import Factor, Factors
 from .pointwise import union_aligned
 from .registry import Example, rand, register_rule
 
+__all__ = ["addmm", "contract", "einsum", "matmul", "matmul_labels", "parse_einsum", "sdpa"]
+
 
 def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], out_labels: Sequence[str],
              what: str, pinned_labels: Sequence[str] = ()) -> Factors:

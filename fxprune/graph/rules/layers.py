@@ -18,6 +18,9 @@ from .context import CostContext, RuleContext
 from ..factors import Factor, Factors, factor_on
 from .registry import NO_MACS, Example, WithParams, rand, register_rule
 
+__all__ = ["batch_norm", "conv", "embedding", "functional_batch_norm", "functional_conv", "functional_linear",
+           "group_norm", "layer_norm", "linear", "multihead_attention", "prelu"]
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 

@@ -18,6 +18,8 @@ from .context import RuleContext
 from ..factors import Factor, Factors
 from .registry import NO_MACS, Example, rand, register_rule
 
+__all__ = ["aligned", "broadcast_union", "elementwise", "unary", "union_aligned"]
+
 _UNARY_MODULES = [
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
     nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold,

@@ -23,6 +23,8 @@ from ..factors import FACTORS, Factor, Factors, factor_on
 from .pointwise import aligned, union_aligned
 from .registry import NO_MACS, Example, rand, register_rule
 
+__all__ = ["attribute", "cat", "expand", "permute", "repeat", "reshape", "squeeze", "stack", "unsqueeze"]
+
 
 def _pinner(ctx: RuleContext):
     return lambda ids, reason: ctx.pin(ids, reason)

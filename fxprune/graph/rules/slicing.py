@@ -19,6 +19,8 @@ from ..factors import FACTORS, Factor, factor_on
 from .context import RuleContext
 from .registry import NO_MACS, Example, rand, register_rule
 
+__all__ = ["getitem", "index_factors", "index_select", "narrow", "select", "split", "tuple_construct", "unbind"]
+
 _Pair = collections.namedtuple("_Pair", ["a", "b"])
 
 

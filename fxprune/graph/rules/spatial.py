@@ -23,6 +23,9 @@ from ..factors import Factor, Factors
 from .pointwise import elementwise
 from .registry import NO_MACS, Example, rand, register_rule
 
+__all__ = ["along_axis", "channel_shuffle", "normalize", "pad", "pixel_shuffle", "pixel_unshuffle", "reduction",
+           "resize"]
+
 _SPATIAL_MODULES = {
     1: [nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d,
         nn.ReflectionPad1d, nn.ReplicationPad1d, nn.ConstantPad1d, nn.ZeroPad1d, nn.CircularPad1d],
