@@ -159,3 +159,30 @@ def test_rule_cost_matches_flop_counter_and_compiled_model(name, k):
         assert small.meta["fxprune.report"].macs_after == measured
     if any(g.prunable for g in a.cg.groups()):
         assert pruned_any
+
+
+def test_the_documented_way_to_add_an_op(monkeypatch):
+    """docs/architecture.md's example (``torch.inner``): one rule with its cost formula and example,
+    and the same checks as for the built-in rules pass through the public ``register_rule``."""
+    import math
+
+    from fxprune.graph.rules import OpRegistry, register_rule
+    from fxprune.graph.rules.contract import contract
+    from fxprune.graph.rules.registry import rand
+
+    saved = dict(REGISTRY.functions)
+    monkeypatch.setattr(REGISTRY, "functions", saved)  # restored after the test
+
+    @register_rule(functions=[torch.inner], example=lambda g: Example(torch.inner, (rand(g, 4, 6), rand(g, 5, 6))))
+    def inner(ctx):
+        a, b = ctx.arg(0, "input"), ctx.arg(1, "other")
+        return contract(ctx, [(a, ["i", "k"]), (b, ["j", "k"])], ["i", "j"], "inner")
+
+    @inner.cost_formula
+    def _inner_macs(c):
+        a = c.arg(0, "input")
+        return [(math.prod(c.out_shape) * c.shape(a)[-1], c.ids() + c.axis_ids(a, -1))]
+
+    assert isinstance(REGISTRY, OpRegistry) and REGISTRY.functions[torch.inner] is inner
+    monkeypatch.setitem(RULES, "inner", inner)
+    test_rule_cost_matches_flop_counter_and_compiled_model("inner", 0)

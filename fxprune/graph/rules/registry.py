@@ -128,7 +128,22 @@ class OpRegistry:
              example: Callable[[torch.Generator], Example | Sequence[Example]] | None = None,
              ) -> Callable[[Callable], OpRule]:
         """Decorator registering ``propagate(ctx) -> factors`` under the given keys, with the
-        op's cost formula and, optionally, its rewriter, module updater and example."""
+        op's cost formula and, optionally, its rewriter, module updater and example: adding an op
+        is this one call (``fxprune.register_rule``)::
+
+            @fxprune.register_rule(functions=[torch.inner], example=lambda g: Example(
+                torch.inner, (rand(g, 4, 6), rand(g, 5, 6)), channel_axis=1))
+            def inner(ctx):               # RuleContext: how channel ids flow (here: a contraction)
+                a, b = ctx.arg(0, "input"), ctx.arg(1, "other")
+                return contract(ctx, [(a, ["i", "k"]), (b, ["j", "k"])], ["i", "j"], "inner")
+
+            @inner.cost_formula
+            def _(c):                     # CostContext: MACs at c's shapes, and the channel axes they scale with
+                a = c.arg(0, "input")
+                return [(math.prod(c.out_shape) * c.shape(a)[-1], c.ids() + c.axis_ids(a, -1))]
+
+        ``cost=NO_MACS`` declares an op free; without a formula the op is counted by
+        FlopCounterMode on meta tensors (a fixed cost)."""
 
         def deco(fn: Callable) -> OpRule:
             return self.register(OpRule(fn.__name__, fn, rewrite, update_module, cost, example),
