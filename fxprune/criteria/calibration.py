@@ -1,18 +1,6 @@
-"""Data-driven criteria: activation statistics over calibration batches.
-
-A class's activations are read where the channel *ends*: at the inputs of the nodes that consume
-it (a conv's or linear layer's input columns, a pooling-to-classifier edge), its *sink* tensors.
-Removing a channel means its sink tensors lose that channel, so:
-
-- ``zero_channel``: the maximum |activation| at the sinks over all calibration data. A score of
-  exactly 0 means the channel is zero wherever it is consumed (a ReLU that never fires): removing
-  it leaves the outputs unchanged on that data.
-- ``taylor``: first-order Taylor estimate of the loss change when the channel is removed,
-  ``|sum over sinks and positions of a * dL/da|`` per sample, averaged over samples (Molchanov et
-  al.); needs targets (batches of ``(inputs, targets)``) or ``loss_fn``.
-- ``attention``: the mean value of the channel-attention gates (a tensor broadcast-multiplied
-  onto a feature map over its spatial axes: squeeze-excitation, CBAM-style channel attention).
-  Classes without a gate are scored by their mean |activation| at the sinks (logged).
+"""Activation statistics over calibration batches, read where a channel *ends*: at the inputs of
+the nodes that consume it (its *sink* tensors), and at channel-attention gates. The data criteria
+(``criteria.activations``: zero_channel, taylor, attention) score classes from these statistics.
 
 Calibration data: an iterable of batches, each an input tensor, a tuple of inputs, or a pair
 ``(inputs, targets)`` where inputs is a tensor or tuple of tensors. The traced eval graph is run

@@ -22,6 +22,19 @@ __all__ = ["CostContext", "RuleContext"]
 _MISSING = object()
 
 
+def node_arg(node: fx.Node, index: int | None, name: str | None = None, default: Any = _MISSING,
+             op: str | None = None) -> Any:
+    """Argument ``index`` of ``node`` (or keyword ``name``); ``default`` when absent, else a
+    TraceError naming the node."""
+    if index is not None and len(node.args) > index:
+        return node.args[index]
+    if name is not None and name in node.kwargs:
+        return node.kwargs[name]
+    if default is _MISSING:
+        raise TraceError(f"node `{node.name}`{f' ({op})' if op else ''}: missing argument {name or index}")
+    return default
+
+
 class RuleContext:
     """What a rule sees of one node: its inputs' factors and shapes, and the union-find."""
 
@@ -29,15 +42,8 @@ class RuleContext:
         self.cg, self.gm, self.node = cg, gm, node
 
     # inputs -------------------------------------------------------------------------------
-    def arg(self, index: int, name: str | None = None, default: Any = _MISSING) -> Any:
-        args, kwargs = self.node.args, self.node.kwargs
-        if index is not None and len(args) > index:
-            return args[index]
-        if name is not None and name in kwargs:
-            return kwargs[name]
-        if default is _MISSING:
-            raise TraceError(f"node `{self.node.name}` ({self.op}): missing argument {name or index}")
-        return default
+    def arg(self, index: int | None, name: str | None = None, default: Any = _MISSING) -> Any:
+        return node_arg(self.node, index, name, default, self.op)
 
     def factors(self, x: Any) -> Factors:
         if isinstance(x, fx.Node):
@@ -125,14 +131,7 @@ class CostContext:
         self.node, self._shape_of, self._module_of, self.cg = node, shape_of, module_of, cg
 
     def arg(self, index: int | None, name: str | None = None, default: Any = _MISSING) -> Any:
-        args, kwargs = self.node.args, self.node.kwargs
-        if index is not None and len(args) > index:
-            return args[index]
-        if name is not None and name in kwargs:
-            return kwargs[name]
-        if default is _MISSING:
-            raise TraceError(f"node `{self.node.name}`: missing argument {name or index}")
-        return default
+        return node_arg(self.node, index, name, default)
 
     def shape(self, x: Any = None) -> tuple[int, ...] | None:
         return self._shape_of(self.node if x is None else x)
