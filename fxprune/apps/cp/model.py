@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ...train.loop import fit
+
 __all__ = ["CPAttentionNet", "ChannelAttention", "JointAttention", "TemporalBlock", "evaluate_cp",
            "joint_importance", "train_cp"]
 
@@ -132,29 +134,18 @@ def train_cp(model: CPAttentionNet, train: Any, *, epochs: int = 15, lr: float =
 
     ``train`` is a ``SkeletonData``; ``progress(epoch, log)`` is called after every epoch."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * len(range(0, len(train), batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.2)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        tot = correct = loss_sum = 0.0
-        for xb, yb in train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch):
-            logits, gate = model.forward_with_gate(xb)
-            loss = F.cross_entropy(logits, yb) + attention_l1 * gate.mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += len(yb)
-            correct += float((logits.argmax(1) == yb).sum())
-            loss_sum += float(loss.detach()) * len(yb)
-        log = {"epoch": epoch, "loss": loss_sum / tot, "train_acc": correct / tot}
-        history.append(log)
-        if progress is not None:
-            progress(epoch, log)
-    model.eval()
-    return history
+
+    def loss_fn(m: CPAttentionNet, xb: torch.Tensor, yb: torch.Tensor):
+        logits, gate = m.forward_with_gate(xb)
+        return F.cross_entropy(logits, yb) + attention_l1 * gate.mean(), logits, {}
+
+    history = fit(model, lambda epoch: train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch),
+                  epochs=epochs, steps_per_epoch=len(range(0, len(train), batch_size)), loss_fn=loss_fn,
+                  optimizer=lambda params: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+                  schedule=lambda opt, steps: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                                                  pct_start=0.2),
+                  on_epoch_end=progress, description="cp")
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
 @torch.no_grad()
