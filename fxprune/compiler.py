@@ -20,6 +20,7 @@ from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
 from .graph.factors import FACTORS, iter_factors
 from .graph.rules import REGISTRY, OpRegistry
+from .capture.signature import check_arity, unsupplied_defaults
 from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
@@ -58,6 +59,7 @@ class Analysis:
     cg: ChannelGraph
     timer: _Timer
     notes: list[str] = field(default_factory=list)
+    fixed_arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def module_names(self) -> set[str]:
@@ -125,7 +127,13 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     inputs = as_inputs(example_inputs)
     check_inputs(inputs)
     check_finite(model)
-    _check_arity(model, inputs)
+    check_arity(model, inputs)
+    fixed = unsupplied_defaults(model, inputs, concrete_args)
+    if fixed:
+        notes.append("arguments not in example_inputs fixed to their defaults: "
+                     + ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+                     + " (the pruned model accepts only these values)")
+        concrete_args = {**fixed, **(concrete_args or {})}
     timer = _Timer()
     with timer.stage("trace"):
         traced = trace(model, leaf_modules=leaf_modules, registry=registry, concrete_args=concrete_args)
@@ -134,23 +142,7 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     with timer.stage("analyse"):
         cg = build_channel_graph(traced.graph_modules, registry)
         log.debug("%d channel groups, %d barriers", len(cg.groups()), len(cg.barriers))
-    return Analysis(model, inputs, traced, cg, timer, notes)
-
-
-def _check_arity(model: nn.Module, inputs: tuple[Any, ...]) -> None:
-    import inspect
-
-    try:
-        sig = inspect.signature(model.forward)
-    except (TypeError, ValueError):
-        return
-    params = list(sig.parameters.values())
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(inputs) > len(positional):
-        raise PlanError(f"{len(inputs)} example inputs given, but {type(model).__name__}.forward takes "
-                        f"{len(positional)} ({', '.join(p.name for p in positional)}); pass one tensor per argument")
+    return Analysis(model, inputs, traced, cg, timer, notes, fixed)
 
 
 def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
@@ -322,4 +314,5 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         seconds=dict(a.timer.seconds), max_abs_error=err, max_abs_reference=scale,
         train_graph=a.traced.train_gm is not None,
         notes=notes, plan=plan.to_dict() if plan is not None else None,
+        fixed_arguments={k: repr(v) for k, v in a.fixed_arguments.items()},
     )

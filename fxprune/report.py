@@ -51,6 +51,7 @@ class Report(JsonRecord):
     max_abs_reference: float | None = None  # max |masked dense output|: the scale of max_abs_error
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None
+    fixed_arguments: dict[str, str] = field(default_factory=dict)  # forward argument -> repr of the default it was fixed to
 
     @property
     def params_ratio(self) -> float:

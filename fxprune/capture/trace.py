@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import traceback
 import types
 from collections.abc import Iterator, Sequence
@@ -190,6 +191,14 @@ def _trace_once(model: nn.Module, tracer: FxTracer, concrete_args: dict[str, Any
             "Move the data-dependent part into a submodule (fxprune keeps untraceable submodules as leaves), "
             "pass it in `leaf_modules=[...]`, or fix the value with `concrete_args`."
         ) from exc
+    for node in graph.nodes:
+        # an argument fixed by concrete_args: fx renames `flag` to `flag_1` (callers pass it by name)
+        # and keeps the signature's default, which its own check refuses when the fixed value differs
+        if node.op == "placeholder" and concrete_args:
+            base = re.sub(r"_[0-9]+\Z", "", node.target)
+            if base in concrete_args and isinstance(concrete_args[base], (bool, int, float, str, type(None))):
+                node.target = base
+                node.args = (concrete_args[base],)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 

@@ -142,6 +142,8 @@ def function_table() -> dict[str, Any]:
     _add(table, "builtins", {"getattr": _safe_getattr})
     table["builtins:getattr"] = _safe_getattr
     _add(table, "torch", {"_assert": torch._assert})
+    # the check fx writes for an argument fixed to None (``concrete_args``, unsupplied defaults)
+    _add(table, "torch.fx._symbolic_trace", {"_assert_is_none": torch.fx._symbolic_trace._assert_is_none})
     vf = {n: getattr(torch._C._VariableFunctions, n) for n in dir(torch._C._VariableFunctions)
           if not n.startswith("_") and n not in _DENIED_TORCH}
     _add(table, "torch", {n: getattr(torch, n) for n in vf if getattr(torch, n, None) is not None})
