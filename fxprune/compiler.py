@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError, PlanError, ResolutionError
+from .errors import ModelError, PlanError, ResolutionError, TraceError
 from .graph.channel_graph import ChannelGraph
 from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
 from .graph.factors import FACTORS, iter_factors
 from .graph.rules import REGISTRY, OpRegistry
 from .capture.signature import check_arity, unsupplied_defaults
+from .capture.export import export_trace
 from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
@@ -60,6 +61,8 @@ class Analysis:
     timer: _Timer
     notes: list[str] = field(default_factory=list)
     fixed_arguments: dict[str, Any] = field(default_factory=dict)
+    capture: str = "fx"
+    specialised: list[str] = field(default_factory=list)
 
     @property
     def module_names(self) -> set[str]:
@@ -118,11 +121,22 @@ def check_finite(model: nn.Module) -> None:
                              "meaningless. Fix or re-initialise those weights before pruning.")
 
 
+CAPTURES = ("auto", "fx", "export")
+
+
 def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = (),
-            concrete_args: dict[str, Any] | None = None, registry: OpRegistry = REGISTRY) -> Analysis:
-    """Trace ``model`` (eval and train mode), propagate shapes, build its channel graph."""
+            concrete_args: dict[str, Any] | None = None, registry: OpRegistry = REGISTRY,
+            capture: str = "auto") -> Analysis:
+    """Capture ``model`` (eval and train mode), propagate shapes, build its channel graph.
+
+    ``capture``: ``"fx"`` (torch.fx symbolic tracing: the graph is valid for any input shape),
+    ``"export"`` (non-strict torch.export: reads any Python forward, but the graph is specialised
+    to the example inputs' shapes and non-tensor arguments) or ``"auto"`` (fx, and torch.export
+    when fx cannot trace the forward or had to keep submodules whole)."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
+    if capture not in CAPTURES:
+        raise PlanError(f"capture={capture!r}: use one of {', '.join(map(repr, CAPTURES))}")
     model, notes = unwrap(model)
     inputs = as_inputs(example_inputs)
     check_inputs(inputs)
@@ -133,16 +147,45 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
         notes.append("arguments not in example_inputs fixed to their defaults: "
                      + ", ".join(f"{k}={v!r}" for k, v in fixed.items())
                      + " (the pruned model accepts only these values)")
-        concrete_args = {**fixed, **(concrete_args or {})}
+    concrete_args = {**fixed, **(concrete_args or {})}
     timer = _Timer()
+    used, specialised, traced = "fx", [], None
     with timer.stage("trace"):
-        traced = trace(model, leaf_modules=leaf_modules, registry=registry, concrete_args=concrete_args)
+        fx_error: TraceError | None = None
+        if capture in ("fx", "auto"):
+            try:
+                traced = trace(model, leaf_modules=leaf_modules, registry=registry, concrete_args=concrete_args or None)
+            except TraceError as exc:
+                if capture == "fx":
+                    raise
+                fx_error = exc
+        if capture == "export" or fx_error is not None or (traced is not None and traced.auto_leaves):
+            try:
+                exported, cap = export_trace(model, inputs, concrete_args, leaf_modules=leaf_modules,
+                                             registry=registry)
+            except TraceError as exc:
+                if capture == "export":
+                    raise
+                if fx_error is not None:
+                    raise TraceError(f"{fx_error} torch.export cannot capture it either: {exc}") from exc
+                log.info("torch.export did not capture %s either (%s); keeping the fx trace", type(model).__name__, exc)
+            else:
+                if fx_error is not None:
+                    notes.append(f"torch.fx cannot trace {type(model).__name__}.forward; captured with torch.export")
+                elif traced is not None:
+                    notes.append(f"torch.fx kept {len(traced.auto_leaves)} submodule(s) whole; captured with "
+                                 "torch.export instead")
+                traced, used, specialised = exported, "export", cap.specialised
+                notes.append("captured with torch.export: the pruned model is specialised to "
+                             + "; ".join(cap.specialised) + " and refuses other input shapes")
+                if cap.unmapped:
+                    log.info("ATen ops without a torch-level rule (barriers): %s", cap.unmapped)
         for gm in traced.graph_modules:
             propagate_shapes(gm, inputs)
     with timer.stage("analyse"):
         cg = build_channel_graph(traced.graph_modules, registry)
         log.debug("%d channel groups, %d barriers", len(cg.groups()), len(cg.barriers))
-    return Analysis(model, inputs, traced, cg, timer, notes, fixed)
+    return Analysis(model, inputs, traced, cg, timer, notes, fixed, used, specialised)
 
 
 def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
@@ -174,7 +217,8 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             rtol: float | None = None,
             leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
             calibration_data: Any = None, calibration_loss: Any = None,
-            registry: OpRegistry = REGISTRY, analysis: Analysis | None = None) -> PrunedGraphModule:
+            registry: OpRegistry = REGISTRY, analysis: Analysis | None = None,
+            capture: str = "auto") -> PrunedGraphModule:
     """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
     smaller module. The caller's model is never modified.
 
@@ -193,7 +237,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
-                            registry=registry)
+                            registry=registry, capture=capture)
     if resolution is None:
         resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
                              calibration_loss=calibration_loss)
@@ -315,4 +359,5 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         train_graph=a.traced.train_gm is not None,
         notes=notes, plan=plan.to_dict() if plan is not None else None,
         fixed_arguments={k: repr(v) for k, v in a.fixed_arguments.items()},
+        capture=a.capture, specialised=list(a.specialised),
     )

@@ -52,6 +52,8 @@ class Report(JsonRecord):
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None
     fixed_arguments: dict[str, str] = field(default_factory=dict)  # forward argument -> repr of the default it was fixed to
+    capture: str = "fx"  # how the model was captured: "fx" (symbolic tracing) or "export" (torch.export)
+    specialised: list[str] = field(default_factory=list)  # input shapes a torch.export capture is valid for
 
     @property
     def params_ratio(self) -> float:

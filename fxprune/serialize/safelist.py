@@ -17,6 +17,8 @@ import re
 from typing import Any
 
 import torch
+
+from ..capture.export import expect_shape, expect_value
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
@@ -144,6 +146,8 @@ def function_table() -> dict[str, Any]:
     _add(table, "torch", {"_assert": torch._assert})
     # the check fx writes for an argument fixed to None (``concrete_args``, unsupplied defaults)
     _add(table, "torch.fx._symbolic_trace", {"_assert_is_none": torch.fx._symbolic_trace._assert_is_none})
+    # the input guards of a model captured with torch.export (they only compare and raise)
+    _add(table, "fxprune.capture.export", {"expect_shape": expect_shape, "expect_value": expect_value})
     vf = {n: getattr(torch._C._VariableFunctions, n) for n in dir(torch._C._VariableFunctions)
           if not n.startswith("_") and n not in _DENIED_TORCH}
     _add(table, "torch", {n: getattr(torch, n) for n in vf if getattr(torch, n, None) is not None})

@@ -1,0 +1,117 @@
+"""The torch.export capture path: models fx cannot trace compile, verify and keep their names."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import fxprune
+from fxprune.capture.export import ShapeSpecialisationError
+
+
+class ShapeBranchVGG(nn.Module):
+    """A CIFAR-style VGG whose forward branches on the input size (fx cannot trace it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = x.shape[-1]
+        y = self.features(x)
+        if h == 16:
+            y = self.pool(y)
+        return self.fc(y.flatten(1))
+
+
+class ImageList(nn.Module):
+    """A loop over a list of images (as detectors do) and a dict output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, images):
+        feats = [torch.relu(self.conv(img[None])) for img in images]
+        return {"out": torch.cat([self.head(f) for f in feats])}
+
+
+def _compile(model, inputs, **kw):
+    return fxprune.compile(model, fxprune.Plan(sparsity=0.5), example_inputs=inputs, **kw)
+
+
+def test_auto_falls_back_to_export_when_fx_cannot_trace_and_refuses_other_shapes(tmp_path):
+    torch.manual_seed(0)
+    model = ShapeBranchVGG().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(fxprune.TraceError):
+        _compile(model, (x,), capture="fx")
+    small = _compile(model, (x,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export"
+    assert rep.specialised == ["x: shape (2, 3, 16, 16)"]
+    assert rep.macs_ratio < 0.6
+    assert rep.max_abs_error is not None and rep.max_abs_error <= 1e-4 * max(rep.max_abs_reference, 1.0)
+    # original module names and state-dict keys survive
+    assert isinstance(small.features[0], nn.Conv2d) and small.features[0].out_channels < 16
+    assert set(small.state_dict()) <= set(model.state_dict())
+    assert model.features[0].out_channels == 16  # the caller's model is untouched
+    with pytest.raises(ShapeSpecialisationError, match=r"\(2, 3, 16, 16\)"):
+        small(torch.randn(3, 3, 16, 16))
+    fxprune.save(small, tmp_path / "small.fxp")  # the safe format loads the input guards
+    loaded = fxprune.load(tmp_path / "small.fxp")
+    assert torch.allclose(loaded(x), small(x))
+    with pytest.raises(ShapeSpecialisationError):
+        loaded(torch.randn(2, 3, 32, 32))
+    small.train()
+    small(x).sum().backward()  # trainable
+    assert small.features[0].weight.grad is not None
+
+
+def test_list_of_images_and_dict_output():
+    torch.manual_seed(0)
+    model = ImageList().eval()
+    imgs = [torch.randn(3, 12, 12), torch.randn(3, 12, 12)]
+    small = _compile(model, ([imgs[0], imgs[1]],))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and small.conv.out_channels < 8
+    out = small(imgs)
+    assert set(out) == {"out"} and out["out"].shape == (2, 4, 12, 12)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_export_path_agrees_with_fx(name):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    reps = {cap: fxprune.report(_compile(model, (x,), capture=cap)) for cap in ("fx", "export")}
+    assert reps["export"].capture == "export" and reps["fx"].capture == "fx"
+    assert reps["export"].macs_ratio == pytest.approx(reps["fx"].macs_ratio, rel=1e-9)
+    assert reps["export"].params_after == reps["fx"].params_after
+
+
+def test_flag_fixed_to_default_on_export_path():
+    class Flagged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 12), nn.Linear(12, 3)
+
+        def forward(self, x, return_features=False):
+            h = torch.relu(self.a(x))
+            return h if return_features else self.b(h)
+
+    small = _compile(Flagged().eval(), (torch.randn(4, 6),), capture="export")
+    rep = fxprune.report(small)
+    assert rep.fixed_arguments == {"return_features": "False"}
+    assert small(torch.randn(4, 6)).shape == (4, 3)
+    with pytest.raises(ShapeSpecialisationError, match="return_features"):
+        small(torch.randn(4, 6), return_features=True)
+
+
+def test_unknown_capture_is_refused():
+    with pytest.raises(fxprune.PlanError, match="capture"):
+        _compile(nn.Linear(3, 3), (torch.randn(1, 3),), capture="dynamo")
