@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip || true
-	$(PY) -m pip install --quiet -e '.[onnx,dev]'
+	$(PY) -m pip install --quiet -e '.[onnx,dev,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)

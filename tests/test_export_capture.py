@@ -115,3 +115,46 @@ def test_flag_fixed_to_default_on_export_path():
 def test_unknown_capture_is_refused():
     with pytest.raises(fxprune.PlanError, match="capture"):
         _compile(nn.Linear(3, 3), (torch.randn(1, 3),), capture="dynamo")
+
+
+def test_einops_vit_compiles_through_export():
+    from einops import rearrange, repeat
+
+    class EinopsViT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Linear(48, 32)
+            self.cls = nn.Parameter(torch.randn(1, 1, 32))
+            self.norm = nn.LayerNorm(32)
+            self.mlp = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, x):
+            x = self.patch(rearrange(x, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=4, p2=4))
+            x = torch.cat([repeat(self.cls, "1 1 d -> b 1 d", b=x.shape[0]), x], 1)
+            x = x + self.mlp(self.norm(x))
+            return self.head(x[:, 0])
+
+    torch.manual_seed(0)
+    model = EinopsViT().eval()
+    small = _compile(model, (torch.randn(2, 3, 16, 16),))
+    rep = fxprune.report(small)
+    assert rep.capture == "export"
+    assert small.mlp[0].out_features < 64 and rep.macs_ratio < 0.8
+
+
+def test_huggingface_bert_compiles_without_a_wrapper():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, 100, (1, 16))
+    small = _compile(model, (ids,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and rep.macs_ratio < 0.8
+    assert small.encoder.layer[0].intermediate.dense.weight.shape[0] < 128  # original state-dict names
+    out = small(ids)
+    assert type(out).__name__ == type(model(ids)).__name__  # the output dataclass is kept
+    assert out.last_hidden_state.shape == (1, 16, 64)

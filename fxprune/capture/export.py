@@ -314,6 +314,11 @@ class _Translation:
             x, dim, index = args
             dim %= node.args[0].meta["val"].dim()
             return self.graph.call_function(operator.getitem, (x, (slice(None),) * dim + (index,)))
+        if full in ("to", "_to_copy") and isinstance(args[0], fx.Node) and \
+                kwargs.get("layout", torch.strided) == torch.strided and not kwargs.get("pin_memory"):
+            keep = {k: v for k, v in kwargs.items() if k in ("dtype", "device", "non_blocking", "copy", "memory_format")}
+            if "to" in getattr(self.registry, "methods", {}):
+                return self.graph.call_method("to", args, keep)
         if full in ("add", "sub") and len(args) == 2 and not kwargs and isinstance(args[0], fx.Node):
             return self.graph.call_function(operator.add if full == "add" else operator.sub, args)
         methods = getattr(self.registry, "methods", {})
