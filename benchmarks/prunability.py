@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/prunability.py --peer torch-pruning  # + Torch-Pruning in the same run
     .venv/bin/python benchmarks/prunability.py --models resnet50 swin_t --peer torch-pruning
     .venv/bin/python benchmarks/prunability.py --all                 # + vit_h_14, regnet_y_128gf
+    .venv/bin/python benchmarks/prunability.py --capture export --scopes local  # torch.export path forced,
+                                                                     # MACs side by side with prunability.csv
 
 Each (model, tool) runs in its own subprocess (clean peak-memory reading, and a hang or crash of
 one tool cannot take the sweep down); Torch-Pruning gets ``--peer-timeout`` seconds. Writes
@@ -78,7 +80,7 @@ def _forward_ok(model: torch.nn.Module, x: torch.Tensor, train: bool) -> tuple[b
     try:
         model.train(train)
         with torch.no_grad():
-            out = model(torch.cat([x, x]) if train else x)  # batch 2 so BN can train
+            out = model(torch.cat([x, x]) if train and len(x) == 1 else x)  # batch 2 so BN can train
         leaves = [o for o in torch.utils._pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
         return True, "x".join(map(str, leaves[0].shape)) if leaves else ""
     except Exception as exc:  # record, do not stop the sweep
@@ -88,32 +90,38 @@ def _forward_ok(model: torch.nn.Module, x: torch.Tensor, train: bool) -> tuple[b
 
 
 # ---- one model, one tool -----------------------------------------------------------------------
-def run_fxprune(name: str, sparsity: float = 0.5, scopes: tuple[str, ...] = ("local", "global")) -> list[dict]:
+def run_fxprune(name: str, sparsity: float = 0.5, scopes: tuple[str, ...] = ("local", "global"),
+                capture: str = "auto") -> list[dict]:
     import fxprune
 
     model, x = build(name)
+    if capture == "export":
+        # a graph captured by torch.export is specialised to the example's batch size too: capture
+        # at batch 2, the batch the train-mode forward check needs
+        x = torch.cat([x, x])
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     rows = []
     for scope in scopes:
         row: dict[str, Any] = {"model": name, "tool": "fxprune", "scope": scope, "ok": False,
                                "weights_mb": round(weights_mb, 1)}
         plan = fxprune.Plan(sparsity=sparsity, criterion="l1", scope=scope)
+        kw = {"example_inputs": (x,), "capture": capture}
         try:
             t0 = time.perf_counter()  # the first call in a fresh process: what a one-shot user sees
-            fxprune.compile(model, plan, example_inputs=(x,), verify=False)
+            fxprune.compile(model, plan, verify=False, **kw)
             row["cold_s"] = time.perf_counter() - t0
             gc.collect()  # free the previous result (FX GraphModules are reference cycles) outside the timing
             t0 = time.perf_counter()
-            fxprune.compile(model, plan, example_inputs=(x,), verify=False)
+            fxprune.compile(model, plan, verify=False, **kw)
             row["compile_noverify_s"] = time.perf_counter() - t0
             gc.collect()
             with peak_rss() as mem:
                 t0 = time.perf_counter()
-                small = fxprune.compile(model, plan, example_inputs=(x,))
+                small = fxprune.compile(model, plan, **kw)
                 row["total_s"] = time.perf_counter() - t0
             rep = fxprune.report(small)
             row.update(ok=True, max_abs_error=rep.max_abs_error, relative_error=rep.relative_error,
-                       params_ratio=rep.params_ratio,
+                       params_ratio=rep.params_ratio, capture=rep.capture,
                        macs_ratio=rep.macs_ratio, train_graph=rep.train_graph, barriers=len(rep.barriers),
                        auto_leaves=len(rep.auto_leaves), peak_extra_mb=round(mem["peak_extra_mb"], 1),
                        **{f"{k}_s": v for k, v in rep.seconds.items()})
@@ -173,19 +181,22 @@ def run_torch_pruning(name: str, sparsity: float = 0.5) -> list[dict]:
 TOOLS = {"fxprune": run_fxprune, "torch-pruning": run_torch_pruning}
 
 
-def worker(tool: str, name: str, sparsity: float) -> None:
+def worker(tool: str, name: str, sparsity: float, scopes: tuple[str, ...], capture: str) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(int(os.environ.get("FXPRUNE_BENCH_THREADS", torch.get_num_threads())))
     try:
-        rows = TOOLS[tool](name, sparsity)
+        rows = TOOLS[tool](name, sparsity, scopes=scopes, capture=capture) if tool == "fxprune" else \
+            TOOLS[tool](name, sparsity)
     except Exception as exc:  # model could not even be built
         rows = [{"model": name, "tool": tool, "ok": False, "error_type": type(exc).__name__,
                  "error": traceback.format_exc(limit=1)[-300:]}]
     print("@@ROWS " + json.dumps(rows, default=float))
 
 
-def in_subprocess(tool: str, name: str, sparsity: float, timeout: float) -> list[dict]:
-    cmd = [sys.executable, __file__, "--worker", tool, "--models", name, "--sparsity", str(sparsity)]
+def in_subprocess(tool: str, name: str, sparsity: float, timeout: float, scopes: tuple[str, ...] = ("local", "global"),
+                  capture: str = "auto") -> list[dict]:
+    cmd = [sys.executable, __file__, "--worker", tool, "--models", name, "--sparsity", str(sparsity),
+           "--scopes", *scopes, "--capture", capture]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -200,7 +211,7 @@ def in_subprocess(tool: str, name: str, sparsity: float, timeout: float) -> list
 
 
 # ---- report ---------------------------------------------------------------------------------------
-COLUMNS = ["model", "tool", "scope", "ok", "error_type", "error", "max_abs_error", "relative_error", "params_ratio",
+COLUMNS = ["model", "tool", "scope", "capture", "ok", "error_type", "error", "max_abs_error", "relative_error", "params_ratio",
            "macs_ratio",
            "trace_s", "analyse_s", "score_s", "rewrite_s", "verify_s", "total_s", "compile_noverify_s", "cold_s",
            "eval_ok", "train_ok", "output_shape", "train_graph", "barriers", "auto_leaves", "peak_extra_mb",
@@ -281,6 +292,29 @@ def summary(rows: list[dict], peer: str | None) -> dict[str, Any]:
     return s
 
 
+def side_by_side(rows: list[dict], other: list[dict], capture: str) -> tuple[str, str]:
+    """The MACs ratio of each model on this sweep's capture path next to another sweep's, and a
+    one-line count of the models where they agree."""
+    ours = {(r["model"], r.get("scope")): r for r in rows if r["tool"] == "fxprune"}
+    theirs = {(r["model"], r.get("scope")): r for r in other if r["tool"] == "fxprune"}
+    lines = [f"| model | scope | auto: path / MACs ratio | {capture}: MACs ratio / s | agree |", "|---|---|---|---|---|"]
+    n_ok = n_agree = 0
+    for key in sorted(ours):
+        r, o = ours[key], theirs.get(key)
+        mine = f"{float(r['macs_ratio']):.3f} / {float(r['total_s']):.2f}" if r["ok"] else \
+            f"FAIL {r.get('error_type', '')}: {r.get('error', '')[:70]}"
+        ref = "" if o is None else (f"{o.get('capture') or 'fx'} / {float(o['macs_ratio']):.3f}"
+                                    if str(o["ok"]) == "True" else "FAIL")
+        same = r["ok"] and o is not None and str(o["ok"]) == "True" and \
+            abs(float(r["macs_ratio"]) - float(o["macs_ratio"])) < 1e-3
+        n_ok += bool(r["ok"])
+        n_agree += bool(same)
+        lines.append(f"| {key[0]} | {key[1]} | {ref} | {mine} | {'yes' if same else 'no'} |")
+    agree = (f"{capture} path: {n_ok}/{len(ours)} rows pruned, verified and ran; "
+             f"MACs ratio equal (within 0.001) to the other sweep on {n_agree}/{len(ours)}.")
+    return "\n".join(lines) + "\n", agree
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*")
@@ -290,10 +324,15 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--scopes", nargs="+", choices=["local", "global"], default=["local", "global"])
+    p.add_argument("--capture", choices=["auto", "fx", "export"], default="auto",
+                   help="fxprune's capture path; with 'export', also writes prunability_capture.md comparing "
+                        "the MACs ratios with the rows of --compare (default: the auto sweep's csv)")
+    p.add_argument("--compare", help="csv of a sweep with another capture, for the side-by-side table")
     p.add_argument("--worker", choices=list(TOOLS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker, args.models[0], args.sparsity)
+        worker(args.worker, args.models[0], args.sparsity, tuple(args.scopes), args.capture)
         return
 
     import torchvision
@@ -311,7 +350,7 @@ def main() -> None:
             for tool in tools:
                 progress.update(task, description=f"{tool}: {name}")
                 timeout = args.peer_timeout if tool != "fxprune" else args.timeout
-                new = in_subprocess(tool, name, args.sparsity, timeout)
+                new = in_subprocess(tool, name, args.sparsity, timeout, tuple(args.scopes), args.capture)
                 rows.extend(new)
                 for r in new:
                     status = "ok" if r["ok"] else f"FAIL {r.get('error_type', '')} {r.get('error', '')[:80]}"
@@ -320,18 +359,27 @@ def main() -> None:
                 progress.advance(task)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "prunability.csv", "w", newline="") as f:
+    stem = "prunability" if args.capture == "auto" else f"prunability_{args.capture}"
+    compare = Path(args.compare) if args.compare else out / "prunability.csv"
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     s = summary(rows, args.peer)
     cmd = "python benchmarks/prunability.py " + " ".join(a for a in sys.argv[1:])
-    (out / "prunability.md").write_text(
-        f"Command: `{cmd.strip()}` (torch {torch.__version__}, {torch.get_num_threads()} threads)\n\n"
-        f"Summary: `{json.dumps(s, default=lambda v: round(v, 3))}`\n\n" + markdown(rows, args.peer))
-    (out / "prunability_summary.json").write_text(json.dumps(s, indent=1, default=float))
+    head = f"Command: `{cmd.strip()}` (torch {torch.__version__}, {torch.get_num_threads()} threads)\n\n"
+    (out / f"{stem}.md").write_text(
+        head + f"Summary: `{json.dumps(s, default=lambda v: round(v, 3))}`\n\n" + markdown(rows, args.peer))
+    (out / f"{stem}_summary.json").write_text(json.dumps(s, indent=1, default=float))
     console.print(s)
-    console.print(f"wrote {out}/prunability.csv, prunability.md")
+    console.print(f"wrote {out}/{stem}.csv, {stem}.md")
+    if args.capture != "auto" and compare.exists():
+        with open(compare, newline="") as f:
+            other = list(csv.DictReader(f))
+        table, agree = side_by_side(rows, other, args.capture)
+        (out / "prunability_capture.md").write_text(head + f"Compared with `{compare.name}`. {agree}\n\n" + table)
+        console.print(agree)
+        console.print(f"wrote {out}/prunability_capture.md")
 
 
 if __name__ == "__main__":
