@@ -118,7 +118,8 @@ class _Recorder:
         for name, mod in model.named_modules():
             if not name or any(name.startswith(s + ".") for s in skip):
                 continue
-            if is_leaf(mod, name):
+            if is_leaf(mod, name) and type(mod).forward is not nn.Module.forward:
+                # (containers such as ModuleList / ModuleDict have no forward: their items are the calls)
                 skip.append(name)
                 self.leaves[name] = mod
         self._fqn = {id(m): n for n, m in self.leaves.items()}
@@ -186,7 +187,9 @@ class _Recorder:
 def _rename(recorder: _Recorder, ep: Any) -> list[_LeafCall]:
     """The recorded calls with trace-time placeholder names replaced by the exported graph's
     (export renames placeholders, in the same order; other nodes keep their names)."""
-    final = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
+    # constants are lifted to placeholders after tracing (at trace time they are attributes)
+    constants = {spec.arg.name for spec in ep.graph_signature.input_specs if spec.kind.name == "CONSTANT_TENSOR"}
+    final = [n.name for n in ep.graph.nodes if n.op == "placeholder" and n.name not in constants]
     before = recorder.placeholders or []
     if len(before) != len(final):
         return [_LeafCall(c.fqn, c.args, c.kwargs, c.out, False) for c in recorder.calls]
@@ -232,6 +235,24 @@ def _same(a: tuple, k: dict) -> tuple[tuple, dict]:
     return a, k
 
 
+def _interpolate(mode: str, aligned: bool, antialias: bool = False) -> Callable[[tuple, dict], tuple[tuple, dict]]:
+    """``aten.upsample_<mode>.vec(x, output_size, [align_corners,] scale_factors)`` ->
+    ``F.interpolate``."""
+
+    def adapt(a: tuple, k: dict) -> tuple[tuple, dict]:
+        a = (*a, *[None] * (4 - len(a)))
+        x, size = a[0], a[1]
+        align, scales = (a[2], a[3]) if aligned else (None, a[2])
+        kw: dict[str, Any] = {"size": size, "scale_factor": scales, "mode": mode}
+        if aligned:
+            kw["align_corners"] = align
+        if antialias:
+            kw["antialias"] = True
+        return (x,), kw
+
+    return adapt
+
+
 _aten = torch.ops.aten
 # ATen op -> (torch-level function, argument adapter). Everything else goes by name (see _translate).
 _FUNCTIONS: dict[Any, tuple[Callable[..., Any], Callable[[tuple, dict], tuple[tuple, dict]]]] = {
@@ -263,7 +284,24 @@ _FUNCTIONS: dict[Any, tuple[Callable[..., Any], Callable[[tuple, dict], tuple[tu
     _aten.channel_shuffle.default: (F.channel_shuffle, _same),
     _aten.where.self: (torch.where, _same),
     _aten.einsum.default: (torch.einsum, lambda a, k: ((a[0], *a[1]), {})),
+    _aten.addmm.default: (torch.addmm, _same), _aten.baddbmm.default: (torch.baddbmm, _same),
+    _aten.addbmm.default: (torch.addbmm, _same),
+    _aten.pad.default: (F.pad, lambda a, k: ((a[0], list(a[1])), {"mode": a[2] if len(a) > 2 else "constant",
+                                                                  "value": a[3] if len(a) > 3 else None})),
+    _aten.linalg_vector_norm.default: (torch.norm, lambda a, k: (
+        (a[0],), {"p": a[1] if len(a) > 1 else 2, "dim": a[2] if len(a) > 2 else None,
+                  "keepdim": a[3] if len(a) > 3 else False, **({"dtype": k["dtype"]} if k.get("dtype") else {})})),
+    _aten.select.int: (torch.select, _same),
+    **{getattr(_aten, f"upsample_nearest{d}d").vec: (F.interpolate, _interpolate("nearest", False)) for d in (1, 2, 3)},
+    **{getattr(_aten, f"_upsample_nearest_exact{d}d").vec: (F.interpolate, _interpolate("nearest-exact", False))
+       for d in (1, 2, 3)},
+    **{getattr(_aten, f"upsample_{m}").vec: (F.interpolate, _interpolate(m[:-2], True))
+       for m in ("linear1d", "bilinear2d", "trilinear3d", "bicubic2d")},
+    _aten._upsample_bilinear2d_aa.vec: (F.interpolate, _interpolate("bilinear", True, True)),
+    _aten._upsample_bicubic2d_aa.vec: (F.interpolate, _interpolate("bicubic", True, True)),
 }
+# Tensor attributes: aten.mT.default(x) -> x.mT
+_ATTRIBUTES = {_aten.mT.default: "mT", _aten.mH.default: "mH", _aten.numpy_T.default: "T", _aten.adjoint.default: "mH"}
 # Tensor methods whose Python argument order differs from the ATen schema's: never mapped by name
 _NOT_BY_NAME = {"where", "addmm", "addbmm", "baddbmm", "addmv", "addr"}
 
@@ -310,10 +348,13 @@ class _Translation:
             return self.graph.call_function(fn, a, k)
         if full == "slice" and target is _aten.slice.Tensor:
             return self._slice(node, args)
-        if full == "select" and target is _aten.select.int:
-            x, dim, index = args
-            dim %= node.args[0].meta["val"].dim()
-            return self.graph.call_function(operator.getitem, (x, (slice(None),) * dim + (index,)))
+        if target in _ATTRIBUTES and len(args) == 1:
+            return self.graph.call_function(getattr, (args[0], _ATTRIBUTES[target]))
+        if target is _aten.index.Tensor and len(args) == 2 and isinstance(args[0], fx.Node):
+            index = tuple(slice(None) if i is None else self._literal(i) for i in args[1])
+            return self.graph.call_function(operator.getitem, (args[0], index if len(index) > 1 else index[0]))
+        if target is _aten.lift_fresh_copy.default and isinstance(args[0], fx.Node):
+            return self.graph.call_method("clone", args)  # a constant tensor made in forward (torch.tensor(...))
         if full in ("to", "_to_copy") and isinstance(args[0], fx.Node) and \
                 kwargs.get("layout", torch.strided) == torch.strided and not kwargs.get("pin_memory"):
             keep = {k: v for k, v in kwargs.items() if k in ("dtype", "device", "non_blocking", "copy", "memory_format")}
@@ -331,6 +372,17 @@ class _Translation:
             return self.graph.call_function(fn, args, kwargs)
         self.unmapped[str(target)] = self.unmapped.get(str(target), 0) + 1
         return self.graph.call_function(target, args, kwargs)
+
+    def _literal(self, index: Any) -> Any:
+        """An index tensor written as a Python list in ``forward`` (``x[:, [0, 2]]``) is a lifted
+        constant behind ``lift_fresh_copy``: it becomes the list again, so rules can read it."""
+        if isinstance(index, fx.Node) and index.op == "call_method" and index.target == "clone" \
+                and index.args[0].op == "get_attr":
+            value = self.attrs.get(index.args[0].target)
+            if isinstance(value, torch.Tensor) and value.dim() == 1 and value.dtype in (torch.int64, torch.int32) \
+                    and value.numel() <= 4096:
+                return value.tolist()
+        return index
 
     def _slice(self, node: fx.Node, args: tuple) -> fx.Node:
         x, dim = args[0], args[1] if len(args) > 1 else 0

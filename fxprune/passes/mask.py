@@ -57,12 +57,14 @@ def insert_masks(gm: fx.GraphModule, id_kept: np.ndarray) -> fx.GraphModule:
             continue
         dtype = tensor_meta(node).dtype
         name = f"{node.name}{MASK_SUFFIX}"
-        masks[name] = torch.as_tensor(mask).to(dtype=dtype)
+        # True where pruned. masked_fill, not a multiply: a pruned channel is 0 even where the dense
+        # value is inf or nan (x / y with y's pruned channels zeroed is 0/0 there; the pruned model
+        # has no such channel), and the result keeps the strides of the tensor it masks
+        masks[name] = torch.as_tensor(~mask)
         with graph.inserting_after(node):
             get = graph.get_attr(name)
         with graph.inserting_after(get):
-            op = torch.logical_and if dtype == torch.bool else torch.mul
-            masked = graph.call_function(op, (node, get))
+            masked = graph.call_method("masked_fill", (node, get, False if dtype == torch.bool else 0))
             masked.meta[MASK_OF] = node.name
         node.replace_all_uses_with(masked, delete_user_cb=lambda user: user is not masked)
     device = _device_of(gm)

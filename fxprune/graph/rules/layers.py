@@ -238,7 +238,7 @@ def _update_norm(new: nn.Module, old: nn.Module) -> None:
 
 @register_rule(functions=[F.batch_norm, F.instance_norm], cost=NO_MACS, example=lambda g: Example(
     WithParams(lambda x, m, v, w, b: F.batch_norm(x, m, v, w, b), rand(g, 6), rand(g, 6).abs() + 1, rand(g, 6),
-               rand(g, 6)), (rand(g, 2, 6, 4, 4),)))
+               rand(g, 6), frozen=(0, 1)), (rand(g, 2, 6, 4, 4),)))
 def functional_batch_norm(ctx: RuleContext) -> Factors:
     x = ctx.arg(0, "input")
     chan = None

@@ -65,12 +65,13 @@ def rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
 
 class WithParams(nn.Module):
     """``fn(*inputs, *params)`` with ``params`` held as parameters: an example of a functional op
-    whose weight is a parameter (``F.linear(x, self.weight)``)."""
+    whose weight is a parameter (``F.linear(x, self.weight)``). Parameters at the positions in
+    ``frozen`` do not require gradients (running statistics)."""
 
-    def __init__(self, fn: Callable[..., Any], *params: torch.Tensor) -> None:
+    def __init__(self, fn: Callable[..., Any], *params: torch.Tensor, frozen: Sequence[int] = ()) -> None:
         super().__init__()
         self.fn = fn
-        self.params = nn.ParameterList([nn.Parameter(p) for p in params])
+        self.params = nn.ParameterList([nn.Parameter(p, requires_grad=i not in frozen) for i, p in enumerate(params)])
 
     def forward(self, *xs: Any) -> Any:
         return self.fn(*xs, *self.params)
