@@ -217,12 +217,16 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
         cut = [a for a in f.axes if a in sliced]
         ids = f.ids
         if cut:
-            a = cut[0]
-            norm = _norm_slice(sliced[a], shape[a])
-            if len(f.axes) > 1 or norm is None or norm[2] != 1:
+            norms = [_norm_slice(sliced[a], shape[a]) for a in cut]
+            if any(n is None or n[2] != 1 for n in norms):
                 ctx.pin(f.ids, "strided or computed slice of a channel axis")
                 continue
-            ids = ids[norm[0]:norm[1]]
+            # ids are laid out one array axis per tensor axis of the factor (heads x head_dim
+            # after a view): a slice of one of them cuts that array axis
+            cuts = [slice(None)] * len(f.axes)
+            for a, n in zip(cut, norms):
+                cuts[f.axes.index(a)] = slice(n[0], n[1])
+            ids = ids[tuple(cuts)]
         out.append(Factor(tuple(axis_map[a] for a in f.axes), ids))
     return tuple(out)
 
@@ -288,6 +292,8 @@ def _rewrite_getitem(r) -> None:
         if f is None:
             continue
         keep = r.id_kept[f.ids]
+        if keep.ndim > 1:  # a factor over several axes (heads x head_dim): the kept positions along this one
+            keep = keep.any(axis=tuple(i for i in range(keep.ndim) if f.axes[i] != axis))
         if isinstance(e, int):
             new_items[k] = _renumber(keep, e, shape[axis])
             changed = True
