@@ -158,3 +158,37 @@ def test_huggingface_bert_compiles_without_a_wrapper():
     out = small(ids)
     assert type(out).__name__ == type(model(ids)).__name__  # the output dataclass is kept
     assert out.last_hidden_state.shape == (1, 16, 64)
+
+
+def test_huggingface_gpt2_prunes_its_conv1d_layers():
+    """GPT-2's ``Conv1D`` is ``addmm(bias, x, W)`` with ``W`` (in, out): its columns are prunable
+    output channels (they were not: the model came back at 1.00 of its MACs)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=128, n_positions=32, n_embd=64, n_layer=2, n_head=4, use_cache=False,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 128, (1, 16))
+    small = _compile(model, (ids,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and rep.macs_ratio < 0.8
+    assert small.transformer.h[0].mlp.c_fc.weight.shape == (64, 128)  # columns removed, names kept
+    assert small(ids).logits.shape == (1, 16, 128)
+
+
+def test_huggingface_llama_with_rotary_embeddings_and_gqa():
+    """LLaMA: rotary halves of the head dim, grouped-query attention, RMSNorm written out."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      use_cache=False, bos_token_id=0, eos_token_id=0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 128, (1, 16))
+    small = _compile(model, (ids,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and rep.macs_ratio < 0.8
+    assert small.model.layers[0].mlp.gate_proj.out_features < 128
+    assert small(ids).logits.shape == (1, 16, 128)

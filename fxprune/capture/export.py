@@ -300,6 +300,8 @@ _FUNCTIONS: dict[Any, tuple[Callable[..., Any], Callable[[tuple, dict], tuple[tu
     _aten._upsample_bilinear2d_aa.vec: (F.interpolate, _interpolate("bilinear", True, True)),
     _aten._upsample_bicubic2d_aa.vec: (F.interpolate, _interpolate("bicubic", True, True)),
 }
+# checks export inserts that hold for the pruned graph too (dtype / device of a tensor): not translated
+_DROPPED = {_aten._assert_tensor_metadata.default}
 # Tensor attributes: aten.mT.default(x) -> x.mT
 _ATTRIBUTES = {_aten.mT.default: "mT", _aten.mH.default: "mH", _aten.numpy_T.default: "T", _aten.adjoint.default: "mH"}
 # Tensor methods whose Python argument order differs from the ATen schema's: never mapped by name
@@ -512,7 +514,7 @@ def _translate(ep: Any, model: nn.Module, inputs: tuple[Any, ...], fixed: dict[s
     collapsed = 0
     out_node = None
     for node in ep.graph.nodes:
-        if node.op == "placeholder":
+        if node.op == "placeholder" or node.target in _DROPPED:
             continue
         if node.op == "output":
             out_node = node

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import fx
 
 from .context import CostContext, RuleContext
-from ..factors import Factor, Factors
+from ..factors import Factor, Factors, factor_on
 from .pointwise import union_aligned
 from .registry import Example, rand, register_rule
 
@@ -105,7 +106,19 @@ def matmul_labels(na: int, nb: int) -> tuple[list[str], list[str], list[str]]:
 def matmul(ctx: RuleContext) -> Factors:
     a, b = ctx.node.args[0], ctx.node.args[1] if len(ctx.node.args) > 1 else ctx.node.kwargs["other"]
     la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
+    _weight_columns(ctx, b)
     return contract(ctx, [(a, la), (b, lb)], lo, "matmul")
+
+
+def _weight_columns(ctx: RuleContext, b: Any) -> None:
+    """``x @ W`` with ``W`` a parameter (HuggingFace's ``Conv1D``: ``addmm(bias, x, W)``): the
+    columns of ``W`` are output channels a plan may remove, like a linear layer's rows."""
+    if not isinstance(b, fx.Node) or b.op != "get_attr" or not ctx.shape(b) or len(ctx.shape(b)) < 2:
+        return
+    last = len(ctx.shape(b)) - 1
+    f = factor_on(ctx.factors(b), last)
+    if f is not None and f.axes == (last,):
+        ctx.cg.mark_producer(f"{b.name}@{last}", f.ids)
 
 
 @register_rule(functions=[torch.addmm, torch.baddbmm, torch.addbmm], methods=["addmm", "baddbmm"],
@@ -118,6 +131,7 @@ def matmul(ctx: RuleContext) -> Factors:
 def addmm(ctx: RuleContext) -> Factors:
     bias, a, b = ctx.node.args[:3]
     la, lb, lo = matmul_labels(len(ctx.shape(a)), len(ctx.shape(b)))
+    _weight_columns(ctx, b)
     if ctx.node.target is torch.addbmm:
         la, lb, lo = ["b", "i", "k"], ["b", "k", "j"], ["i", "j"]
     prod = contract(ctx, [(a, la), (b, lb)], lo, "addmm")
