@@ -192,3 +192,29 @@ def test_huggingface_llama_with_rotary_embeddings_and_gqa():
     assert rep.capture == "export" and rep.macs_ratio < 0.8
     assert small.model.layers[0].mlp.gate_proj.out_features < 128
     assert small(ids).logits.shape == (1, 16, 128)
+
+
+class SlicedMask(nn.Module):
+    """Swin's shifted-window mask: a zero tensor filled slice by slice, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        mask = x.new_zeros(x.shape[-2:])
+        mask[: x.shape[-2] // 2, :] = 1.0
+        mask[:, -1:] += 2.0
+        return self.head(self.conv(x) * mask)
+
+
+def test_in_place_writes_into_slices_are_kept():
+    """fx counts every method call as pure: dead-code elimination dropped ``fill_`` on a slice
+    (whose result is unused; its effect is on the tensor sliced), and Swin's capture was wrong."""
+    torch.manual_seed(0)
+    model = SlicedMask().eval()
+    x = torch.randn(1, 3, 6, 6)
+    small = _compile(model, (x,), capture="export")
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and small.conv.out_channels < 8
+    assert rep.max_abs_error <= 1e-5 * max(1.0, rep.max_abs_reference)

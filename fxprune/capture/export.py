@@ -350,6 +350,8 @@ class _Translation:
             return self.graph.call_function(fn, a, k)
         if full == "slice" and target is _aten.slice.Tensor:
             return self._slice(node, args)
+        if target is _aten.alias.default and isinstance(args[0], fx.Node):
+            return args[0]  # the same tensor
         if target in _ATTRIBUTES and len(args) == 1:
             return self.graph.call_function(getattr, (args[0], _ATTRIBUTES[target]))
         if target is _aten.index.Tensor and len(args) == 2 and isinstance(args[0], fx.Node):
@@ -530,7 +532,7 @@ def _translate(ep: Any, model: nn.Module, inputs: tuple[Any, ...], fixed: dict[s
             _bind_outputs(t, call.out, result)
             continue
         new = t.op(node)
-        if "stack_trace" in node.meta:
+        if "stack_trace" in node.meta and "stack_trace" not in new.meta:
             new.meta["stack_trace"] = node.meta["stack_trace"]
         t.env[node.name] = new
     assert out_node is not None
@@ -548,10 +550,19 @@ def _translate(ep: Any, model: nn.Module, inputs: tuple[Any, ...], fixed: dict[s
                              "cannot capture that with torch.export")
     user_out = [t.arg(v) if isinstance(v, fx.Node) else v for v in flat[n_mut:]]
     t.graph.output(_output(t, user_out, ep.call_spec.out_spec))
-    fx.GraphModule(t.attrs, t.graph, type(model).__name__).graph.eliminate_dead_code()
+    fx.GraphModule(t.attrs, t.graph, type(model).__name__).graph.eliminate_dead_code(_impure)
     used = {n.target for n in t.graph.nodes if n.op in ("call_module", "get_attr")}
     gm = fx.GraphModule({k: v for k, v in t.attrs.items() if k in used}, t.graph, type(model).__name__)
     return ExportCapture(gm, guards, dict(t.unmapped), collapsed, sorted(set(inlined)))
+
+
+def _impure(node: fx.Node) -> bool:
+    """What dead-code elimination must keep: fx's impure nodes, and in-place methods (``fill_``
+    on a slice of a tensor that is used later: fx counts every method as pure)."""
+    if node.is_impure():
+        return True
+    return node.op == "call_method" and isinstance(node.target, str) and node.target.endswith("_") \
+        and not node.target.startswith("__")
 
 
 def _in_stack(node: fx.Node, fqn: str) -> bool:

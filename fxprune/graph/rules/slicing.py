@@ -231,6 +231,16 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
     return tuple(out)
 
 
+def _kept_along(r: Any, f: Factor, axis: int) -> np.ndarray:
+    """Which positions of tensor axis ``axis`` are kept. For a factor over several axes (heads x
+    head_dim after a view) that is the projection on this axis: a pruned tensor is a product of
+    kept positions per axis, so any kept entry in a slice of the others marks the position kept."""
+    keep = r.id_kept[f.ids]
+    if keep.ndim > 1:
+        keep = keep.any(axis=tuple(i for i in range(keep.ndim) if f.axes[i] != axis))
+    return keep
+
+
 def _renumber(keep: np.ndarray, i: int, size: int) -> int:
     """Position of dense channel ``i`` among the kept ones (it is kept: the rule pinned it)."""
     return int(keep[:i % size].sum())
@@ -291,9 +301,7 @@ def _rewrite_getitem(r) -> None:
         f = r.factor_on(src, axis)
         if f is None:
             continue
-        keep = r.id_kept[f.ids]
-        if keep.ndim > 1:  # a factor over several axes (heads x head_dim): the kept positions along this one
-            keep = keep.any(axis=tuple(i for i in range(keep.ndim) if f.axes[i] != axis))
+        keep = _kept_along(r, f, axis)
         if isinstance(e, int):
             new_items[k] = _renumber(keep, e, shape[axis])
             changed = True
@@ -329,7 +337,7 @@ def _rewrite_narrow(r) -> None:
     start, length = r.old.args[2], r.old.args[3]
     if f is None or not isinstance(start, int):
         return
-    keep = r.id_kept[f.ids]
+    keep = _kept_along(r, f, dim)
     new_start = int(keep[:start].sum())
     new_len = int(keep[start:start + length].sum())
     r.new.args = (r.new.args[0], r.new.args[1], new_start, new_len)
@@ -356,7 +364,7 @@ def _rewrite_select(r) -> None:
     f = r.factor_on(src, dim)
     if f is None:
         return
-    new = _renumber(r.id_kept[f.ids], index, shape[dim])
+    new = _renumber(_kept_along(r, f, dim), index, shape[dim])
     if len(r.new.args) > 2:
         r.new.args = (*r.new.args[:2], new, *r.new.args[3:])
     else:
