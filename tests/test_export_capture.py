@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+import torch.nn.functional as F
 from torch import nn
 
 import fxprune
@@ -218,3 +219,57 @@ def test_in_place_writes_into_slices_are_kept():
     rep = fxprune.report(small)
     assert rep.capture == "export" and small.conv.out_channels < 8
     assert rep.max_abs_error <= 1e-5 * max(1.0, rep.max_abs_reference)
+
+
+def test_export_path_model_exports_to_onnx_and_compiles(tmp_path):
+    """The pruned model of the export path goes to ONNX (batch fixed: its graph is specialised;
+    a dynamic batch is refused with the reason) and through torch.compile."""
+    from fxprune.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = ShapeBranchVGG().eval()
+    x = torch.randn(2, 3, 16, 16)
+    small = _compile(model, (x,))
+    assert fxprune.report(small).capture == "export"
+    exp = export_onnx(small, (x,), tmp_path / "small.onnx")
+    assert not exp.dynamic_batch and exp.parity["ok"]
+    with pytest.raises(fxprune.ExportError, match="specialised"):
+        export_onnx(small, (x,), tmp_path / "dyn.onnx", dynamic_batch=True)
+    compiled = torch.compile(small, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), small(x), atol=1e-6)
+
+
+class TrainBranch(nn.Module):
+    """Reads ``self.training`` in a traced-through forward (dropout, and a branch), and its size
+    branch forces the export path: the train graph is captured and verified too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        y = F.dropout(y, 0.3, training=self.training)
+        if self.training:
+            y = y * 0.5
+        if x.shape[-1] > 4:
+            y = y.mean((2, 3))
+        return self.fc(y)
+
+
+def test_export_path_captures_and_verifies_the_train_graph():
+    torch.manual_seed(0)
+    model = TrainBranch().eval()
+    x = torch.randn(4, 3, 8, 8)
+    small = _compile(model, (x,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and rep.train_graph and small.conv.out_channels < 16
+    small.train()
+    torch.manual_seed(1)
+    a = small(x)
+    small.eval()
+    b = small(x)
+    assert a.shape == b.shape and not torch.allclose(a, b)  # the train graph runs in train mode
+    assert not model.training  # the caller's model keeps its mode

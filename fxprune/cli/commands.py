@@ -130,7 +130,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     xb = x[:1].expand(args.batch, *x.shape[1:]).contiguous()
     with console.status(f"exporting {args.onnx}"):
         exp = export_onnx(small, (xb,), args.onnx, opset=args.opset, exporter=args.exporter, fp16=args.fp16 and not
-                          args.trt, dynamic_batch=not args.static_batch)
+                          args.trt, dynamic_batch=False if args.static_batch else None)
     rep = report(small)
     info = {"model": args.model, "plan": plan.to_dict(), "macs_ratio": rep.macs_ratio, "params_ratio": rep.params_ratio,
             "onnx": exp.to_dict()}
@@ -151,7 +151,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         src = exp
         if args.fp16 and int(str(tensorrt_version()).split(".")[0]) >= 11:  # strongly typed: FP16 comes from the ONNX
             src = export_onnx(small, (xb,), Path(args.onnx).with_suffix(".fp16.onnx"), opset=args.opset,
-                              exporter=args.exporter, fp16=True, dynamic_batch=not args.static_batch)
+                              exporter=args.exporter, fp16=True, dynamic_batch=False if args.static_batch else None)
         build = build_engine(src.path, args.trt, fp16=args.fp16, input_shapes={src.input_names[0]: tuple(xb.shape)},
                              max_batch=args.max_batch, workspace_gib=args.workspace_gib, timing_cache=args.timing_cache)
         info["tensorrt"] = build.to_dict()

@@ -58,7 +58,7 @@ def _param_bytes(model: nn.Module) -> int:
 
 
 def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opset: int = 18,
-                dynamic_batch: bool = True, exporter: str = "auto", fp16: bool = False, check: bool = True,
+                dynamic_batch: bool | None = None, exporter: str = "auto", fp16: bool = False, check: bool = True,
                 parity: bool = True, input_names: Sequence[str] | None = None,
                 output_names: Sequence[str] | None = None) -> OnnxExport:
     """Export ``model`` (in eval mode; the caller's module is not modified) to one ONNX file.
@@ -67,10 +67,19 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opse
         "auto" (dynamo, falling back to TorchScript when it fails; the reason is recorded).
     fp16: export a float16 model (weights, activations, inputs and outputs): the FP16 ONNX that
         TensorRT 11's strongly typed networks build FP16 engines from.
-    dynamic_batch: axis 0 of every input and output is symbolic ("batch").
+    dynamic_batch: axis 0 of every input and output is symbolic ("batch"). Default: yes, except for
+        a model fxprune captured with torch.export, whose graph is specialised to its example
+        inputs' shapes (a dynamic batch is refused for it).
     parity: run the file in ONNX Runtime (CPU) on the example inputs and compare with torch."""
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    specialised = _specialised_to(model)
+    if dynamic_batch is None:
+        dynamic_batch = not specialised
+    elif dynamic_batch and specialised:
+        raise ExportError(f"this model was captured with torch.export and is specialised to {', '.join(specialised)}: "
+                          "it cannot be exported with a dynamic batch. Export with dynamic_batch=False (CLI: "
+                          "--static-batch), or compile with capture='fx' if the model traces.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = _inputs(example_inputs)
@@ -122,6 +131,13 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | Path, *, opse
                               f"(tolerance {result.parity['tolerance']:.3g}) for {path}")
     log.info("exported %s with the %s exporter (opset %d, %s)", path, used, opset, result.dtype)
     return result
+
+
+def _specialised_to(model: nn.Module) -> list[str]:
+    """The input shapes a model fxprune captured with torch.export is valid for ([] otherwise)."""
+    meta = getattr(model, "meta", None)
+    rep = meta.get("fxprune.report") if isinstance(meta, dict) else None
+    return list(getattr(rep, "specialised", None) or []) if getattr(rep, "capture", "fx") == "export" else []
 
 
 def _batch_is_symbolic(path: Path) -> bool:
