@@ -15,7 +15,7 @@ from .errors import (BenchmarkError, ExportError, FxPruneError, ModelError, Plan
 from .graph.rules import REGISTRY, register_rule
 from .module import PrunedGraphModule, load, save
 from .plan import Plan, Resolution
-from .report import Report, report
+from .report import Report, report, resolution_of
 
 from . import bench, export, methods  # noqa: E402  (subpackages: fxprune.export.export_onnx, ...)
 
@@ -25,6 +25,6 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "BenchmarkError", "CRITERIA", "ExportError", "FxPruneError", "ModelError", "Plan", "PlanError", "PrunedGraphModule", "REGISTRY", "Report",
     "Resolution", "ResolutionError", "ScoringContext", "SerializationError", "TraceError", "VerificationError",
-    "analyse", "compile", "load", "register_criterion", "register_rule", "report", "resolve", "save", "bench",
+    "analyse", "compile", "load", "register_criterion", "register_rule", "report", "resolution_of", "resolve", "save", "bench",
     "export", "methods",
 ]

@@ -22,14 +22,16 @@ from .graph.factors import FACTORS, iter_factors
 from .graph.rules import REGISTRY, OpRegistry
 from .capture.signature import check_arity, unsupplied_defaults
 from .capture.export import export_trace
+from .capture.run import run_trace
 from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
+from .passes.surgery import pin_unrealisable, realise, verify_calls
 from .passes.verify import verify as verify_pass
 from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
-from .report import REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
+from .report import META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
 __all__ = ["Analysis", "VERIFY_SEED", "analyse", "as_inputs", "check_finite", "check_inputs", "compile",
            "default_tolerance", "resolve", "second_input", "unwrap"]
@@ -121,7 +123,13 @@ def check_finite(model: nn.Module) -> None:
                              "meaningless. Fix or re-initialise those weights before pruning.")
 
 
-CAPTURES = ("auto", "fx", "export")
+CAPTURES = ("auto", "fx", "export", "run")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = (),
@@ -131,8 +139,11 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
 
     ``capture``: ``"fx"`` (torch.fx symbolic tracing: the graph is valid for any input shape),
     ``"export"`` (non-strict torch.export: reads any Python forward, but the graph is specialised
-    to the example inputs' shapes and non-tensor arguments) or ``"auto"`` (fx, and torch.export
-    when fx cannot trace the forward or had to keep submodules whole)."""
+    to the example inputs' shapes and non-tensor arguments), ``"run"`` (the ops of one real run
+    on the example inputs, for forwards whose sizes depend on values: detectors' top-k and NMS;
+    the graph is used for analysis only and the pruned model is the user's module with smaller
+    layers, keeping its own forward) or ``"auto"`` (fx; torch.export when fx cannot trace the
+    forward or had to keep submodules whole; one run when both fail)."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
     if capture not in CAPTURES:
@@ -159,16 +170,18 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                 if capture == "fx":
                     raise
                 fx_error = exc
-        if capture == "export" or fx_error is not None or (traced is not None and traced.auto_leaves):
+        export_error: TraceError | None = None
+        if capture == "export" or (capture == "auto" and (fx_error is not None or traced.auto_leaves)):
             try:
                 exported, cap = export_trace(model, inputs, concrete_args, leaf_modules=leaf_modules,
                                              registry=registry)
             except TraceError as exc:
                 if capture == "export":
                     raise
-                if fx_error is not None:
-                    raise TraceError(f"{fx_error} torch.export cannot capture it either: {exc}") from exc
-                log.info("torch.export did not capture %s either (%s); keeping the fx trace", type(model).__name__, exc)
+                export_error = exc
+                if fx_error is None:
+                    log.info("torch.export did not capture %s either (%s); keeping the fx trace",
+                             type(model).__name__, exc)
             else:
                 if fx_error is not None:
                     notes.append(f"torch.fx cannot trace {type(model).__name__}.forward; captured with torch.export")
@@ -180,10 +193,33 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                              + "; ".join(cap.specialised) + " and refuses other input shapes")
                 if cap.unmapped:
                     log.info("ATen ops without a torch-level rule (barriers): %s", cap.unmapped)
+        if capture == "run" or (fx_error is not None and export_error is not None):
+            try:
+                recorded, cap = run_trace(model, inputs, concrete_args, leaf_modules=leaf_modules, registry=registry)
+            except TraceError as exc:
+                if capture == "run":
+                    raise
+                raise TraceError(f"{fx_error} torch.export cannot capture it either: {export_error}. Recording one "
+                                 f"run failed too: {exc}") from exc
+            if fx_error is not None:
+                notes.append(f"torch.fx cannot trace {type(model).__name__}.forward and torch.export stops at a value-"
+                             f"dependent size ({_first_line(export_error)}); captured from one run instead")
+            traced, used, specialised = recorded, "run", []
+            notes = [n.replace("(the pruned model accepts only these values)",
+                               "(for the recorded run; the pruned model keeps its own forward and accepts any)")
+                     for n in notes]
+            notes.append("captured from one run on the example inputs: the pruned model is "
+                         f"{type(model).__name__} itself with smaller layers and keeps its own forward (any input "
+                         "shape); verified layer call by layer call, in eval mode")
         for gm in traced.graph_modules:
             propagate_shapes(gm, inputs)
     with timer.stage("analyse"):
         cg = build_channel_graph(traced.graph_modules, registry)
+        if used == "run":
+            kept_whole = pin_unrealisable(traced, cg, registry)
+            if kept_whole:
+                notes.append(f"{len(kept_whole)} place(s) in {type(model).__name__}'s own forward compute with a "
+                             "layer width, so the groups reaching them are kept whole (see barriers)")
         log.debug("%d channel groups, %d barriers", len(cg.groups()), len(cg.barriers))
     return Analysis(model, inputs, traced, cg, timer, notes, fixed, used, specialised)
 
@@ -218,9 +254,10 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             leaf_modules: Sequence[type | str] = (), concrete_args: dict[str, Any] | None = None,
             calibration_data: Any = None, calibration_loss: Any = None,
             registry: OpRegistry = REGISTRY, analysis: Analysis | None = None,
-            capture: str = "auto") -> PrunedGraphModule:
+            capture: str = "auto") -> nn.Module:
     """Prune ``model`` according to ``plan`` (or a saved ``resolution``) into a new, physically
-    smaller module. The caller's model is never modified.
+    smaller module: a ``PrunedGraphModule``, or on the ``"run"`` capture a copy of the user's
+    module with smaller layers (see ``analyse``). The caller's model is never modified.
 
     With ``verify`` (the default) the result is checked against the dense model with the pruned
     channels zeroed on the example inputs; beyond ``atol + rtol * max|ref|`` a
@@ -247,17 +284,38 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     with timer.stage("rewrite"):
         id_kept = cg.id_kept(resolution.pruned_roots(cg))
         _check_nonempty(cg, id_kept)
-        small = rewrite_pass(traced, cg, id_kept, registry, PrunedGraphModule)
+        changed: list = []
+        small = rewrite_pass(traced, cg, id_kept, registry, PrunedGraphModule, graph_changes=changed)
         small.training = model.training
+        if a.capture == "run":
+            if changed:
+                raise ResolutionError(
+                    f"the resolution prunes channels that {type(a.model).__name__}'s own forward computes with (at "
+                    + ", ".join(f"`{n.name}`" for n in changed[:5]) + "); the model keeps its Python forward, so "
+                    "those groups cannot be pruned on the run capture")
+            result: nn.Module = realise(a.model, small, traced)
+        else:
+            result = small
     err = scale = None
+    final_notes: list[str] = []
     if verify:
         d_atol, d_rtol = default_tolerance(a.inputs)  # the second, random input: see second_input
+        atol, rtol = d_atol if atol is None else atol, d_rtol if rtol is None else rtol
         with timer.stage("verify"):
-            err, scale = _verify(small, traced, id_kept, a.inputs, d_atol if atol is None else atol,
-                                 d_rtol if rtol is None else rtol)
-    small.meta[REPORT_KEY] = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan)
-    small.meta[RESOLUTION_KEY] = resolution
-    return small
+            if a.capture == "run":
+                err, scale, final_notes = verify_calls(a.model, result, traced, id_kept, a.inputs, atol=atol,
+                                                       rtol=rtol, extra_inputs=second_input(a.inputs))
+            else:
+                err, scale = _verify(small, traced, id_kept, a.inputs, atol, rtol)
+    rep = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan,
+                  params_model=result)
+    rep.notes.extend(final_notes)
+    if result is small:
+        small.meta[REPORT_KEY] = rep
+        small.meta[RESOLUTION_KEY] = resolution
+    else:
+        setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution})
+    return result
 
 
 def _check_nonempty(cg, id_kept) -> None:
@@ -320,7 +378,8 @@ def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, 
 
 
 def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution: Resolution,
-            id_kept: np.ndarray, err: float | None, scale: float | None, plan: Plan | None) -> Report:
+            id_kept: np.ndarray, err: float | None, scale: float | None, plan: Plan | None, *,
+            params_model: nn.Module | None = None) -> Report:
     cg, gm = a.cg, a.traced.eval_gm
     groups = cg.groups()
     roots = cg.roots
@@ -350,7 +409,7 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         notes.append("the model branches on self.training; the pruned model keeps both graphs")
     return Report(
         model=type(model).__name__,
-        params_before=count_params(model), params_after=count_params(small),
+        params_before=count_params(model), params_after=count_params(small if params_model is None else params_model),
         macs_before=count_macs(gm),
         macs_after=count_macs(gm, shape_of=lambda n: pruned_shape(n, id_kept),
                               module_of=dict(small.named_modules()).__getitem__),

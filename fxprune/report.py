@@ -8,11 +8,12 @@ from typing import Any
 from .errors import FxPruneError
 from .jsonio import JsonRecord
 
-__all__ = ["BarrierReport", "GroupReport", "REPORT_KEY", "RESOLUTION_KEY", "Report", "report"]
+__all__ = ["BarrierReport", "GroupReport", "META_ATTR", "REPORT_KEY", "RESOLUTION_KEY", "Report", "report", "resolution_of"]
 
 REPORT_KEY = "fxprune.report"
 """``model.meta`` key of the compile report."""
 RESOLUTION_KEY = "fxprune.resolution"
+META_ATTR = "fxprune_meta"  # where a pruned model that is not a GraphModule keeps the two
 """``model.meta`` key of the resolution a model was compiled with."""
 
 
@@ -87,7 +88,17 @@ class Report(JsonRecord):
 def report(model: Any) -> Report:
     """The report of a model returned by ``fxprune.compile`` (or loaded with ``fxprune.load``)."""
     meta = getattr(model, "meta", None)
+    if not isinstance(meta, dict) or REPORT_KEY not in meta:
+        meta = getattr(model, META_ATTR, None)  # the user's own module, pruned by surgery
     rep = meta.get(REPORT_KEY) if isinstance(meta, dict) else None
     if rep is None:
         raise FxPruneError(f"{type(model).__name__} was not produced by fxprune.compile (it carries no report)")
     return rep
+
+
+def resolution_of(model: Any) -> Any:
+    """The ``Resolution`` (kept channels) a model returned by ``fxprune.compile`` was built from."""
+    for meta in (getattr(model, "meta", None), getattr(model, META_ATTR, None)):
+        if isinstance(meta, dict) and RESOLUTION_KEY in meta:
+            return meta[RESOLUTION_KEY]
+    raise FxPruneError(f"{type(model).__name__} was not produced by fxprune.compile (it carries no resolution)")

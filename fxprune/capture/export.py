@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -521,6 +523,11 @@ def _translate(ep: Any, model: nn.Module, inputs: tuple[Any, ...], fixed: dict[s
         if node.op == "output":
             out_node = node
             continue
+        if node.op == "get_attr":  # a constant made in forward, on a recorded run (see capture.run)
+            target = "_export_" + str(node.target).replace(".", "_")
+            t.attrs[target] = getattr(ep.graph_module, node.target)
+            t.env[node.name] = t.graph.get_attr(target)
+            continue
         ci = region_of.get(node.name)
         if ci is not None:
             if end_of.get(ci) != node.name:
@@ -620,9 +627,13 @@ def capture_export(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, A
     """Capture ``model`` (in its current training mode) with non-strict ``torch.export`` at the
     shapes of ``inputs`` and translate the graph back to torch level (see the module docstring)."""
     recorder = _Recorder(model, is_leaf)
+    # on failure torch.export prints the partial graph to stderr (hundreds of kB for a detector):
+    # what it writes is kept back and passed on only when the export succeeds
+    held = io.StringIO()
     try:
-        with recorder.active(), keep_rng(inputs):
+        with recorder.active(), keep_rng(inputs), contextlib.redirect_stderr(held):
             ep = torch.export.export(model, tuple(inputs), dict(fixed or {}), strict=False)
+        sys.stderr.write(held.getvalue())
     except FxPruneError:
         raise
     except Exception as exc:

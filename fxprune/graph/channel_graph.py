@@ -141,6 +141,7 @@ class ChannelGraph:
         if ids.size == 0:
             return
         self.uf.pin(ids)
+        self._groups = None  # pinning after the groups were built (surgery): build them again
         self.barriers.append(Barrier(node.name if node is not None else "-", op, reason, ids))
 
     # -- results ----------------------------------------------------------------------------

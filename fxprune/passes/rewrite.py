@@ -134,9 +134,11 @@ def _copy_graph(graph: fx.Graph) -> tuple[fx.Graph, dict[fx.Node, fx.Node]]:
 
 def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
                  registry: OpRegistry = REGISTRY, module_class: type[DualGraphModule] = DualGraphModule,
-                 ) -> DualGraphModule:
+                 graph_changes: list[fx.Node] | None = None) -> DualGraphModule:
     """The physically smaller model: sliced tensors, fixed module attributes, rewritten shape
-    constants, built as ``module_class`` (the compiler's ``PrunedGraphModule``)."""
+    constants, built as ``module_class`` (the compiler's ``PrunedGraphModule``). ``graph_changes``: a
+    list to which the analysed nodes whose rewrite changed the graph itself (arguments, target,
+    inserted nodes) are appended; module attribute updates do not count."""
     tensors = _slice_tensors(cg, id_kept)
     memo_base = {id(cg.tensors[name]): t for name, t in tensors.items()}  # tied weights stay tied
     root: dict[str, Any] = {}
@@ -167,12 +169,29 @@ def rewrite_pass(traced: TracedModel, cg: ChannelGraph, id_kept: np.ndarray,
             if old.op in ("call_module", "call_function", "call_method"):
                 rule = registry.lookup(old, lambda target: submodule(gm, target))
                 if rule is not None and rule.rewrite is not None:
+                    before, size = (new.target, new.args, new.kwargs), len(graph.nodes)
                     rule.rewrite(RewriteContext(old, new, id_kept, root))
+                    if graph_changes is not None and (len(graph.nodes) != size
+                                                or not _same((new.target, new.args, new.kwargs), before)):
+                        graph_changes.append(old)
         graphs.append(graph)
     name = type(traced.eval_gm).__name__
     small = module_class(root, graphs[0], graphs[1] if len(graphs) > 1 else None, class_name=name)
     _restore_containers(small, traced.root)
     return small
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of node arguments (nodes and other objects by identity)."""
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):  # a shape as list or tuple: the same
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (int, float, str, bool, type(None), slice, torch.dtype, torch.device)):
+        return a == b
+    return a is b
 
 
 def _restore_containers(small: nn.Module, original: nn.Module) -> None:

@@ -13,7 +13,7 @@ from ..capture.copying import lookup_attr
 from ..capture.graph_module import DualGraphModule
 from ..errors import SerializationError
 from ..plan import Resolution
-from ..report import REPORT_KEY, RESOLUTION_KEY, Report
+from ..report import META_ATTR, REPORT_KEY, RESOLUTION_KEY, Report
 from . import safelist
 from .codec import FORMAT, OUTPUT_HOOKS, decode_value, encode_value, graph_from_spec, graph_spec
 from .modules import module_from_spec, module_spec, store_tensor, stored_tensor
@@ -23,6 +23,13 @@ __all__ = ["from_state", "to_state"]
 # ---- whole models -----------------------------------------------------------------------------
 def to_state(model: nn.Module) -> dict[str, Any]:
     if not isinstance(model, fx.GraphModule):
+        if isinstance(getattr(model, META_ATTR, None), dict):
+            raise SerializationError(
+                f"this {type(model).__name__} was pruned on the run capture and keeps its own Python forward; a .fxp "
+                "file holds data, never code, so it cannot hold this model. Save its weights with "
+                "torch.save(model.state_dict(), path) and its channels with fxprune.resolution_of(model).to_json(path); "
+                "rebuild with fxprune.compile(dense_model, resolution=Resolution.from_json(path), example_inputs=...) "
+                "and load_state_dict.")
         raise SerializationError(f"fxprune.save stores compiled models (GraphModules), not {type(model).__name__}")
     for hooks in OUTPUT_HOOKS:
         if getattr(model, hooks, None):
