@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
-from .passes.surgery import pin_unrealisable, realise, verify_calls
+from .passes.surgery import pin_unrealisable, realise, uncalled_parameters, verify_calls
 from .passes.verify import verify as verify_pass
 from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
@@ -216,6 +217,14 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     with timer.stage("analyse"):
         cg = build_channel_graph(traced.graph_modules, registry)
         if used == "run":
+            unread = uncalled_parameters(model, traced.eval_gm)
+            if unread:
+                warnings.warn(f"the recorded run of {type(model).__name__} never used {len(unread)} parameter(s) "
+                              f"(e.g. `{unread[0]}`): they belong to paths of forward the example inputs did not "
+                              "take and are kept as they are; an input taking such a path may fail on the pruned "
+                              "model. Give example inputs that take every path.", stacklevel=3)
+                notes.append(f"{len(unread)} parameter(s) were not used by the recorded run (e.g. `{unread[0]}`) "
+                             "and are kept as they are")
             kept_whole = pin_unrealisable(traced, cg, registry)
             if kept_whole:
                 notes.append(f"{len(kept_whole)} place(s) in {type(model).__name__}'s own forward compute with a "

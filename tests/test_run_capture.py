@@ -148,3 +148,20 @@ def test_ssdlite_on_the_run_capture() -> None:
     with torch.no_grad():
         out = small([torch.rand(3, 200, 260)])
     assert out[0]["boxes"].shape[-1] == 4
+
+
+def test_layers_the_recorded_run_never_called_are_named_in_a_warning() -> None:
+    class TwoPaths(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1), nn.Conv2d(16, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.a(x))
+            return self.b(y) if x.sum() > 0 else self.c(y)
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="never used 2 parameter"):
+        small = fxprune.compile(TwoPaths().eval(), fxprune.Plan(sparsity=0.5),
+                                example_inputs=(torch.rand(1, 3, 4, 4),))
+    assert any("c.weight" in n for n in fxprune.report(small).notes)

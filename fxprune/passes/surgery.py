@@ -34,7 +34,7 @@ from .mask import mask_array
 from .rewrite import rewrite_pass
 from .verify import compare
 
-__all__ = ["pin_unrealisable", "realise", "verify_calls"]
+__all__ = ["pin_unrealisable", "realise", "uncalled_parameters", "verify_calls"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,20 @@ def pin_unrealisable(traced: TracedModel, cg: ChannelGraph, registry: OpRegistry
             raise VerificationError(f"pruning changes the model's own forward at {names}, which the pruned model "
                                     "(the model's own code) cannot follow; prune it with capture='fx' or 'export'")
     return sorted(set(where))
+
+
+def uncalled_parameters(model: nn.Module, gm: fx.GraphModule) -> list[str]:
+    """Parameters of ``model`` the recorded run never read (layers on a path it did not take)."""
+    seen: set[int] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            seen.update(id(p) for p in model.get_submodule(node.target).parameters())
+        elif node.op == "get_attr":
+            try:
+                seen.add(id(lookup_attr(model, node.target)))
+            except AttributeError:
+                pass
+    return [n for n, p in model.named_parameters() if id(p) not in seen]
 
 
 def realise(model: nn.Module, small: fx.GraphModule, traced: TracedModel) -> nn.Module:

@@ -48,9 +48,12 @@ def test_untraceable_submodule_becomes_a_barrier_leaf():
 def test_untraceable_root_raises_trace_error_naming_the_line():
     m = DataDependent()
     with pytest.raises(fxprune.TraceError) as info:
-        fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 16, 4, 4),))
+        fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 16, 4, 4),), capture="fx")
     msg = str(info.value)
     assert "DataDependent.forward" in msg and "x.sum() > 0" in msg and "leaf" in msg
+    # the default capture falls back to recording one run; the model keeps its own forward
+    small = fxprune.compile(m, fxprune.Plan(), example_inputs=(torch.randn(1, 16, 4, 4),))
+    assert fxprune.report(small).capture == "run" and type(small) is DataDependent
 
 
 def test_leaf_modules_by_name_and_type():
