@@ -28,11 +28,11 @@ from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
-from .passes.surgery import pin_unrealisable, realise, uncalled_parameters, verify_calls
+from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parameters, verify_calls
 from .passes.verify import verify as verify_pass
 from .plan import Plan, Resolution
 from .planner import resolve as resolve_plan
-from .report import META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
+from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
 __all__ = ["Analysis", "VERIFY_SEED", "analyse", "as_inputs", "check_finite", "check_inputs", "compile",
            "default_tolerance", "resolve", "second_input", "unwrap"]
@@ -323,7 +323,9 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         small.meta[REPORT_KEY] = rep
         small.meta[RESOLUTION_KEY] = resolution
     else:
-        setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution})
+        modules, tensors = replaced(a.model, traced.eval_gm)
+        setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution,
+                                    LAYERS_KEY: {"modules": modules, "tensors": tensors}})
     return result
 
 

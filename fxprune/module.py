@@ -51,8 +51,11 @@ def save(model: nn.Module, path: str | Path) -> None:
         raise SerializationError(f"cannot save to {path}: {exc.strerror or exc}") from None
 
 
-def load(path: str | Path, *, trusted: bool = False, map_location: Any = None) -> nn.Module:
-    """Read a model written by ``save``. Never unpickles code unless ``trusted=True``."""
+def load(path: str | Path, *, trusted: bool = False, map_location: Any = None, into: nn.Module | None = None) -> nn.Module:
+    """Read a model written by ``save``. Never unpickles code unless ``trusted=True``. A model
+    pruned on the run capture keeps its own forward, so its file holds only its pruned layers:
+    pass ``into=`` the dense model it was pruned from (a pruned copy is returned; ``into`` is
+    not modified)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -61,4 +64,4 @@ def load(path: str | Path, *, trusted: bool = False, map_location: Any = None) -
         raise SerializationError(f"{path} is a directory, not an fxprune file") from None
     except Exception as exc:
         raise SerializationError(f"{path} is not a readable fxprune file: {exc}") from exc
-    return from_state(state, trusted=trusted, cls=PrunedGraphModule)
+    return from_state(state, trusted=trusted, cls=PrunedGraphModule, into=into)

@@ -8,11 +8,12 @@ from typing import Any
 from .errors import FxPruneError
 from .jsonio import JsonRecord
 
-__all__ = ["BarrierReport", "GroupReport", "META_ATTR", "REPORT_KEY", "RESOLUTION_KEY", "Report", "report", "resolution_of"]
+__all__ = ["BarrierReport", "GroupReport", "LAYERS_KEY", "META_ATTR", "REPORT_KEY", "RESOLUTION_KEY", "Report", "report", "resolution_of"]
 
 REPORT_KEY = "fxprune.report"
 """``model.meta`` key of the compile report."""
 RESOLUTION_KEY = "fxprune.resolution"
+LAYERS_KEY = "fxprune.layers"  # run capture: the module paths and tensor targets surgery replaced
 META_ATTR = "fxprune_meta"  # where a pruned model that is not a GraphModule keeps the two
 """``model.meta`` key of the resolution a model was compiled with."""
 

@@ -107,19 +107,29 @@ def test_width_written_in_the_forward_keeps_that_group_whole() -> None:
     small(torch.randn(1, 3, 10, 10))
 
 
-def test_run_model_round_trips_through_its_resolution(tmp_path) -> None:
+def test_run_model_saves_its_layers_and_loads_onto_the_dense_model(tmp_path) -> None:
     torch.manual_seed(0)
     model = Picker().eval()
     x = torch.randn(2, 3, 12, 12)
     small = fxprune.compile(model, fxprune.Plan(sparsity=0.5), example_inputs=(x,))
-    with pytest.raises(SerializationError, match="resolution_of"):
-        fxprune.save(small, tmp_path / "m.fxp")
-    fxprune.resolution_of(small).to_json(tmp_path / "r.json")
-    torch.save(small.state_dict(), tmp_path / "w.pt")
-    again = fxprune.compile(model, resolution=fxprune.Resolution.from_json(tmp_path / "r.json"), example_inputs=(x,))
-    again.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    fxprune.save(small, tmp_path / "m.fxp")
+    with pytest.raises(SerializationError, match="into="):
+        fxprune.load(tmp_path / "m.fxp")
+    with pytest.raises(SerializationError, match="not of a"):
+        fxprune.load(tmp_path / "m.fxp", into=nn.Linear(2, 2))
+    dense = Picker().eval()  # other weights: the file's replace them where pruned
+    back = fxprune.load(tmp_path / "m.fxp", into=dense)
+    assert dense.conv1.out_channels == 16  # not modified
+    assert type(back) is Picker and back.conv1.out_channels == small.conv1.out_channels
+    assert fxprune.report(back).macs_ratio == fxprune.report(small).macs_ratio
+    y = torch.randn(1, 3, 9, 9)
     with torch.no_grad():
-        torch.testing.assert_close(again(x), small(x))
+        torch.testing.assert_close(back(y), small(y))
+    # the same channels again from the resolution alone
+    fxprune.resolution_of(small).to_json(tmp_path / "r.json")
+    again = fxprune.compile(model, resolution=fxprune.Resolution.from_json(tmp_path / "r.json"), example_inputs=(x,))
+    with torch.no_grad():
+        torch.testing.assert_close(again(y), small(y))
 
 
 def test_fasterrcnn_whole_detector_with_a_list_of_images() -> None:

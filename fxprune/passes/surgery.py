@@ -34,7 +34,7 @@ from .mask import mask_array
 from .rewrite import rewrite_pass
 from .verify import compare
 
-__all__ = ["pin_unrealisable", "realise", "uncalled_parameters", "verify_calls"]
+__all__ = ["pin_unrealisable", "realise", "replaced", "substitute", "uncalled_parameters", "verify_calls"]
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +105,33 @@ def realise(model: nn.Module, small: fx.GraphModule, traced: TracedModel) -> nn.
     """A copy of ``model`` whose layers called in the graph are ``small``'s rewritten ones and
     whose tensors read in the graph are ``small``'s (tied tensors stay tied). The caller's model
     is not modified."""
-    memo: dict[int, Any] = {}
-    for node in traced.eval_gm.graph.nodes:
-        if node.op == "call_module":
-            memo[id(model.get_submodule(node.target))] = small.get_submodule(node.target)
-        elif node.op == "get_attr":
+    modules, tensors = replaced(model, traced.eval_gm)
+    return substitute(model, {m: small.get_submodule(m) for m in modules},
+                      {t: lookup_attr(small, t) for t in tensors})
+
+
+def replaced(model: nn.Module, gm: fx.GraphModule) -> tuple[list[str], list[str]]:
+    """The layers ``gm`` calls and the model tensors it reads: what surgery replaces."""
+    modules: list[str] = []
+    tensors: list[str] = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target not in modules:
+            modules.append(node.target)
+        elif node.op == "get_attr" and node.target not in tensors:
             try:
                 value = lookup_attr(model, node.target)
             except AttributeError:
                 continue  # a constant made in forward: the forward makes it again
             if isinstance(value, torch.Tensor):
-                memo[id(value)] = lookup_attr(small, node.target)
+                tensors.append(node.target)
+    return modules, tensors
+
+
+def substitute(model: nn.Module, modules: dict[str, nn.Module], tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of ``model`` with the submodules and tensors at the given paths replaced by
+    the given ones (a memo for deepcopy: whatever shared one of them shares its replacement)."""
+    memo: dict[int, Any] = {id(model.get_submodule(k)): v for k, v in modules.items()}
+    memo.update({id(lookup_attr(model, k)): v for k, v in tensors.items()})
     out = deepcopy_module(model, memo)
     out.training = model.training
     return out
