@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..capture.export import expect_shape, expect_value
+from ..graph.rules.norms import dense_layer_norm, exact_module_classes
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
@@ -148,6 +149,8 @@ def function_table() -> dict[str, Any]:
     _add(table, "torch.fx._symbolic_trace", {"_assert_is_none": torch.fx._symbolic_trace._assert_is_none})
     # the input guards of a model captured with torch.export (they only compare and raise)
     _add(table, "fxprune.capture.export", {"expect_shape": expect_shape, "expect_value": expect_value})
+    # the exact rewrite of a pruned LayerNorm written as a function
+    _add(table, "fxprune.graph.rules.norms", {"dense_layer_norm": dense_layer_norm})
     vf = {n: getattr(torch._C._VariableFunctions, n) for n in dir(torch._C._VariableFunctions)
           if not n.startswith("_") and n not in _DENIED_TORCH}
     _add(table, "torch", {n: getattr(torch, n) for n in vf if getattr(torch, n, None) is not None})
@@ -254,6 +257,7 @@ def module_table() -> dict[str, type]:
 
     table = dict(_library_module_classes())
     table.update({f"{c.__module__}:{c.__qualname__}": c for c in builtin_aligned_classes()})
+    table.update({f"{c.__module__}:{c.__qualname__}": c for c in exact_module_classes()})
     return table
 
 

@@ -179,7 +179,11 @@ def test_batch_and_instance_norm_shrink_with_channels():
     assert small.bn1.num_features == 10
 
 
-def test_layer_norm_over_channels_is_a_barrier():
+def test_layer_norm_over_channels_is_pruned_with_the_dense_count():
+    """LayerNorm over the channel axis keeps the statistics of all D channels (the removed ones
+    zero): DenseLayerNorm. Verification (pruned == masked dense) is the exactness check."""
+    from fxprune.graph.rules.norms import DenseLayerNorm
+
     class M(nn.Module):
         def __init__(self):
             super().__init__()
@@ -189,9 +193,73 @@ def test_layer_norm_over_channels_is_a_barrier():
             return self.c(F.relu(self.b(self.ln(self.a(x)))))
 
     small, rep = compile_checked(randomize(M()), torch.randn(2, 5, 8))
-    assert small.a.out_features == 16 and small.ln.normalized_shape == (16,)
-    assert small.b.out_features == 16
-    assert any("layer norm" in b.reason for b in rep.barriers)
+    assert small.a.out_features == 8 and isinstance(small.ln, DenseLayerNorm)
+    assert small.ln.normalized_shape == (8,) and small.ln.dense_count == 16 and small.ln.weight.shape == (8,)
+    assert small.b.in_features == 8
+    # a plain LayerNorm over the kept channels would not be the masked model
+    x = torch.randn(3, 8)
+    assert not torch.allclose(small.ln(x), F.layer_norm(x, (8,), small.ln.weight, small.ln.bias), atol=1e-3)
+
+
+def test_dense_layer_norm_equals_layer_norm_with_zeroed_channels():
+    from fxprune.graph.rules.norms import dense_layer_norm
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(4, 10, dtype=torch.float64) * 3 + 1, torch.randn(10, dtype=torch.float64), \
+        torch.randn(10, dtype=torch.float64)
+    kept = torch.tensor([0, 2, 3, 7])
+    masked = torch.zeros_like(x)
+    masked[:, kept] = x[:, kept]
+    ref = F.layer_norm(masked, (10,), w, b)[:, kept]
+    got = dense_layer_norm(x[:, kept], (4,), w[kept], b[kept], 1e-5, 10)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+
+
+def test_rms_norm_over_channels_is_rescaled_exactly():
+    """RMSNorm over K kept of D channels: weight * sqrt(D/K) and eps * D/K, a standard module."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.n, self.b = nn.Linear(8, 16), nn.RMSNorm(16, eps=1e-3), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(self.n(self.a(x)))
+
+    small, rep = compile_checked(randomize(M()), torch.randn(2, 5, 8))
+    assert type(small.n) is nn.RMSNorm and small.n.normalized_shape == (8,)
+    assert small.n.eps == pytest.approx(1e-3 * 16 / 8)
+
+
+def test_rms_norm_without_weight_is_a_barrier():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.n, self.b = nn.Linear(8, 16), nn.RMSNorm(16, elementwise_affine=False), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(self.n(self.a(x)))
+
+    small, rep = compile_checked(randomize(M()), torch.randn(2, 5, 8), expect_pruned=False)
+    assert small.a.out_features == 16
+    assert any("RMSNorm without a weight" in b.reason for b in rep.barriers)
+
+
+def test_functional_layer_norm_is_rewritten_to_the_dense_count():
+    from fxprune.graph.rules.norms import dense_layer_norm
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 4)
+            self.w, self.bias = nn.Parameter(torch.rand(16) + 0.5), nn.Parameter(torch.randn(16))
+
+        def forward(self, x):
+            return self.b(F.layer_norm(self.a(x), (16,), self.w, self.bias, 1e-4))
+
+    small, rep = compile_checked(randomize(M()), torch.randn(2, 5, 8))
+    assert small.a.out_features == 8 and small.w.shape == (8,)
+    assert any(n.target is dense_layer_norm for n in small.graph.nodes)
 
 
 def test_group_norm_prunes_whole_groups():

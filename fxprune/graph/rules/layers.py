@@ -19,7 +19,7 @@ from ..factors import Factor, Factors, factor_on
 from .registry import NO_MACS, Example, WithParams, rand, register_rule
 
 __all__ = ["batch_norm", "conv", "embedding", "functional_batch_norm", "functional_conv", "functional_linear",
-           "group_norm", "layer_norm", "linear", "multihead_attention", "prelu"]
+           "group_norm", "linear", "multihead_attention", "prelu"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -258,27 +258,6 @@ def functional_batch_norm(ctx: RuleContext) -> Factors:
         elif p is not None and ctx.shape(p) and ctx.shape(p)[0] > 1:
             ctx.pin(chan.ids, f"batch norm {name} carries no channels")
     return (chan,)
-
-
-@register_rule(modules=[nn.LayerNorm, nn.RMSNorm], functions=[F.layer_norm, F.rms_norm], cost=NO_MACS,
-               example=lambda g: [Example(nn.LayerNorm(6), (rand(g, 2, 4, 6),)),
-                                  Example(nn.RMSNorm([4, 4]), (rand(g, 2, 6, 4, 4),))])
-def layer_norm(ctx: RuleContext) -> Factors:
-    """Normalises over the last dims: a channel there changes the statistics, so it is pinned."""
-    x = ctx.arg(0, "input")
-    nd = len(ctx.shape(x))
-    if ctx.node.op == "call_module":
-        k = len(ctx.module().normalized_shape)
-    else:
-        ns = ctx.arg(1, "normalized_shape")
-        k = len(ns) if isinstance(ns, (tuple, list)) else 1
-    out = []
-    for f in ctx.factors(x):
-        if any(a >= nd - k for a in f.axes):
-            ctx.pin(f.ids, "layer norm statistics over the channel axis")
-        else:
-            out.append(f)
-    return tuple(out)
 
 
 @register_rule(modules=[nn.GroupNorm], cost=NO_MACS,
