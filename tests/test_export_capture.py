@@ -174,7 +174,9 @@ def test_huggingface_gpt2_prunes_its_conv1d_layers():
     small = _compile(model, (ids,))
     rep = fxprune.report(small)
     assert rep.capture == "export" and rep.macs_ratio < 0.8
-    assert small.transformer.h[0].mlp.c_fc.weight.shape == (64, 128)  # columns removed, names kept
+    w = small.transformer.h[0].mlp.c_fc.weight  # Conv1D: (in, out); names kept
+    assert w.shape[1] < 256  # columns (its outputs) removed
+    assert w.shape[0] < 64  # rows too: the residual stream passes its LayerNorms exactly
     assert small(ids).logits.shape == (1, 16, 128)
 
 
