@@ -76,12 +76,6 @@ def _normalized(ctx: RuleContext) -> int:
     return len(ns) if isinstance(ns, (tuple, list)) else 1
 
 
-def _is_rms(ctx_node: Any, module: Any) -> bool:
-    if ctx_node.op == "call_module":
-        return isinstance(module, nn.RMSNorm)
-    return ctx_node.target is F.rms_norm
-
-
 @register_rule(modules=[nn.LayerNorm, nn.RMSNorm], functions=[F.layer_norm, F.rms_norm, dense_layer_norm],
                cost=NO_MACS,
                example=lambda g: [Example(nn.LayerNorm(6), (rand(g, 2, 4, 6),), channel_axis=2, out_axis=2),
@@ -96,7 +90,7 @@ def layer_norm(ctx: RuleContext) -> Factors:
     nd = len(ctx.shape(x))
     k = _normalized(ctx)
     module = ctx.module() if ctx.node.op == "call_module" else None
-    rms = _is_rms(ctx.node, module)
+    rms = isinstance(module, nn.RMSNorm) if module is not None else ctx.node.target is F.rms_norm
     if module is not None:
         weight = module.weight
     else:
