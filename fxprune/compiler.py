@@ -302,7 +302,8 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
                     f"the resolution prunes channels that {type(a.model).__name__}'s own forward computes with (at "
                     + ", ".join(f"`{n.name}`" for n in changed[:5]) + "); the model keeps its Python forward, so "
                     "those groups cannot be pruned on the run capture")
-            result: nn.Module = realise(a.model, small, traced)
+            replaced_at = replaced(a.model, traced.eval_gm)
+            result: nn.Module = realise(a.model, small, *replaced_at)
         else:
             result = small
     err = scale = None
@@ -323,7 +324,7 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         small.meta[REPORT_KEY] = rep
         small.meta[RESOLUTION_KEY] = resolution
     else:
-        modules, tensors = replaced(a.model, traced.eval_gm)
+        modules, tensors = replaced_at
         setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution,
                                     LAYERS_KEY: {"modules": modules, "tensors": tensors}})
     return result

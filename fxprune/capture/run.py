@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import fx, nn
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from ..errors import FxPruneError, TraceError
 from .copying import keep_rng
@@ -117,14 +118,10 @@ class _Program:
 
 def _plain(obj: Any) -> Any:
     """fx stores node arguments as immutable lists / dicts: the output structure as plain ones."""
-    if isinstance(obj, dict) and type(obj) is not dict and type(obj).__name__ == "immutable_dict":
+    if type(obj) in (immutable_dict, dict):
         return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list) and type(obj).__name__ == "immutable_list":
-        return [_plain(v) for v in obj]
-    if type(obj) in (tuple, list):
-        return type(obj)(_plain(v) for v in obj)
-    if type(obj) is dict:
-        return {k: _plain(v) for k, v in obj.items()}
+    if type(obj) in (immutable_list, list, tuple):
+        return (tuple if type(obj) is tuple else list)(_plain(v) for v in obj)
     return obj
 
 

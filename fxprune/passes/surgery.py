@@ -89,42 +89,34 @@ def pin_unrealisable(traced: TracedModel, cg: ChannelGraph, registry: OpRegistry
 
 def uncalled_parameters(model: nn.Module, gm: fx.GraphModule) -> list[str]:
     """Parameters of ``model`` the recorded run never read (layers on a path it did not take)."""
-    seen: set[int] = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            seen.update(id(p) for p in model.get_submodule(node.target).parameters())
-        elif node.op == "get_attr":
-            try:
-                seen.add(id(lookup_attr(model, node.target)))
-            except AttributeError:
-                pass
+    modules, tensors = replaced(model, gm)
+    seen = {id(p) for m in modules for p in model.get_submodule(m).parameters()}
+    seen |= {id(lookup_attr(model, t)) for t in tensors}
     return [n for n, p in model.named_parameters() if id(p) not in seen]
 
 
-def realise(model: nn.Module, small: fx.GraphModule, traced: TracedModel) -> nn.Module:
-    """A copy of ``model`` whose layers called in the graph are ``small``'s rewritten ones and
-    whose tensors read in the graph are ``small``'s (tied tensors stay tied). The caller's model
-    is not modified."""
-    modules, tensors = replaced(model, traced.eval_gm)
+def realise(model: nn.Module, small: fx.GraphModule, modules: list[str], tensors: list[str]) -> nn.Module:
+    """A copy of ``model`` whose layers at ``modules`` and tensors at ``tensors`` (``replaced``)
+    are ``small``'s rewritten ones (tied tensors stay tied). The caller's model is not modified."""
     return substitute(model, {m: small.get_submodule(m) for m in modules},
                       {t: lookup_attr(small, t) for t in tensors})
 
 
 def replaced(model: nn.Module, gm: fx.GraphModule) -> tuple[list[str], list[str]]:
-    """The layers ``gm`` calls and the model tensors it reads: what surgery replaces."""
-    modules: list[str] = []
-    tensors: list[str] = []
+    """The layers ``gm`` calls and the model tensors it reads, in graph order: what surgery replaces."""
+    modules: dict[str, None] = {}
+    tensors: dict[str, None] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target not in modules:
-            modules.append(node.target)
+        if node.op == "call_module":
+            modules[node.target] = None
         elif node.op == "get_attr" and node.target not in tensors:
             try:
                 value = lookup_attr(model, node.target)
             except AttributeError:
                 continue  # a constant made in forward: the forward makes it again
             if isinstance(value, torch.Tensor):
-                tensors.append(node.target)
-    return modules, tensors
+                tensors[node.target] = None
+    return list(modules), list(tensors)
 
 
 def substitute(model: nn.Module, modules: dict[str, nn.Module], tensors: dict[str, torch.Tensor]) -> nn.Module:

@@ -28,11 +28,7 @@ def to_state(model: nn.Module) -> dict[str, Any]:
         if isinstance(meta, dict) and LAYERS_KEY in meta:
             return _layers_state(model, meta)
         raise SerializationError(f"fxprune.save stores compiled models (GraphModules), not {type(model).__name__}")
-    for hooks in OUTPUT_HOOKS:
-        if getattr(model, hooks, None):
-            raise SerializationError(
-                f"the model has {hooks.strip('_').replace('_', ' ')} registered; a .fxp file does not carry hooks, "
-                "so the loaded model would compute something else. Remove them before saving.")
+    _refuse_hooks(model)
     graphs = {"eval": model.graph, "train": getattr(model, "train_graph", None)}
     tensors: dict[str, torch.Tensor] = {}
     modules, attrs = {}, {}
@@ -63,13 +59,18 @@ def to_state(model: nn.Module) -> dict[str, Any]:
     return {"format": FORMAT, "spec": json.dumps(spec), "tensors": tensors}
 
 
+def _refuse_hooks(model: nn.Module) -> None:
+    for hooks in OUTPUT_HOOKS:
+        if getattr(model, hooks, None):
+            raise SerializationError(
+                f"the model has {hooks.strip('_').replace('_', ' ')} registered; a .fxp file does not carry hooks, "
+                "so the loaded model would compute something else. Remove them before saving.")
+
+
 def _layers_state(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     """A model pruned by surgery (run capture): its replaced layers and tensors, never its code.
     It loads onto the user's dense model (``from_state(..., into=dense)``)."""
-    for hooks in OUTPUT_HOOKS:
-        if getattr(model, hooks, None):
-            raise SerializationError(f"the model has {hooks.strip('_').replace('_', ' ')} registered; the file does "
-                                     "not carry hooks. Remove them before saving.")
+    _refuse_hooks(model)
     tensors: dict[str, torch.Tensor] = {}
     layers = meta[LAYERS_KEY]
     modules = {m: module_spec(m, model.get_submodule(m), tensors) for m in layers["modules"]}
