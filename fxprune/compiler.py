@@ -30,7 +30,7 @@ from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
 from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parameters, verify_calls
 from .passes.verify import verify as verify_pass
-from .plan import Plan, Resolution
+from .plan import ATTENTION, Plan, Resolution
 from .planner import resolve as resolve_plan
 from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
@@ -135,8 +135,9 @@ def _first_line(exc: BaseException) -> str:
 
 def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = (),
             concrete_args: dict[str, Any] | None = None, registry: OpRegistry = REGISTRY,
-            capture: str = "auto") -> Analysis:
+            capture: str = "auto", attention: str = "heads") -> Analysis:
     """Capture ``model`` (eval and train mode), propagate shapes, build its channel graph.
+    ``attention``: how attention is pruned, ``"heads"`` or ``"head_dims"`` (see ``Plan``).
 
     ``capture``: ``"fx"`` (torch.fx symbolic tracing: the graph is valid for any input shape),
     ``"export"`` (non-strict torch.export: reads any Python forward, but the graph is specialised
@@ -147,6 +148,8 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     forward or had to keep submodules whole; one run when both fail)."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
+    if attention not in ATTENTION:
+        raise PlanError(f"attention={attention!r}: use one of {', '.join(map(repr, ATTENTION))}")
     if capture not in CAPTURES:
         raise PlanError(f"capture={capture!r}: use one of {', '.join(map(repr, CAPTURES))}")
     model, notes = unwrap(model)
@@ -215,7 +218,7 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
         for gm in traced.graph_modules:
             propagate_shapes(gm, inputs)
     with timer.stage("analyse"):
-        cg = build_channel_graph(traced.graph_modules, registry)
+        cg = build_channel_graph(traced.graph_modules, registry, attention)
         if used == "run":
             unread = uncalled_parameters(model, traced.eval_gm)
             if unread:
@@ -237,10 +240,18 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             analysis: Analysis | None = None, calibration_data: Any = None, calibration_loss: Any = None,
             **trace_kwargs: Any) -> Resolution:
     """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
-    a = analysis or analyse(model, example_inputs, **trace_kwargs)
+    plan = plan or Plan()
+    a = analysis or analyse(model, example_inputs, attention=plan.attention, **trace_kwargs)
+    _check_attention(a, plan)
     with a.timer.stage("score"):
-        return resolve_plan(plan or Plan(), a.cg, module_names=a.module_names, parameters=a.parameters,
+        return resolve_plan(plan, a.cg, module_names=a.module_names, parameters=a.parameters,
                             model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
+
+
+def _check_attention(a: Analysis, plan: Plan) -> None:
+    if a.cg.attention != plan.attention:
+        raise PlanError(f"the analysis was built with attention={a.cg.attention!r} but the plan asks for "
+                        f"attention={plan.attention!r}: call analyse(model, ..., attention={plan.attention!r})")
 
 
 @contextmanager
@@ -282,8 +293,9 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
     if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
+    attention = (plan or (resolution.plan if resolution is not None else None) or Plan()).attention
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
-                            registry=registry, capture=capture)
+                            registry=registry, capture=capture, attention=attention)
     if resolution is None:
         resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
                              calibration_loss=calibration_loss)

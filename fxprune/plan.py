@@ -19,9 +19,10 @@ from .errors import PlanError, ResolutionError
 from .graph.latency import LATENCY_BACKENDS
 from .jsonio import JsonRecord
 
-__all__ = ["GroupChoice", "Plan", "Resolution", "SCOPES"]
+__all__ = ["ATTENTION", "GroupChoice", "Plan", "Resolution", "SCOPES"]
 
 SCOPES = ("local", "global")
+ATTENTION = ("heads", "head_dims")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class Plan(JsonRecord):
         name covers every layer inside it).
     overrides: qualified module name -> sparsity for the groups that module produces.
     seed: seed of randomised criteria.
+    attention: how multi-head attention loses width: ``"heads"`` (the default) removes whole
+        heads (their q/k/v rows and out-projection columns; under grouped-query attention a
+        key/value head with its group of query heads), ``"head_dims"`` the same positions of
+        the head dim in every head (q/k dims keep the dense 1/sqrt(d) scale; v's dims apart).
+        Rotary embeddings keep the head dim whole in both modes.
     """
 
     sparsity: float | None = None
@@ -70,6 +76,7 @@ class Plan(JsonRecord):
     criterion_options: Mapping[str, Any] = field(default_factory=dict)
     latency: float | None = None
     backend: str | None = None
+    attention: str = "heads"
 
     JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
@@ -94,6 +101,9 @@ class Plan(JsonRecord):
                                       or not 0.0 < value <= 1.0 or math.isnan(value)):
                 raise PlanError(f"{budget} is the fraction of the dense model's {budget} to keep, in (0, 1]; "
                                 f"got {value!r}")
+        if self.attention not in ATTENTION:
+            raise PlanError(f"attention must be one of {ATTENTION} (whole heads, or the same head dims in every "
+                            f"head), got {self.attention!r}")
         if self.scope is not None and self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:

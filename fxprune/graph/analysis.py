@@ -30,9 +30,11 @@ _METADATA_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "is_conti
 _METADATA_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout", "T"}
 
 
-def build_channel_graph(graph_modules: Sequence[fx.GraphModule], registry: OpRegistry = REGISTRY) -> ChannelGraph:
-    """Run the op rules over every node of ``graph_modules`` (already shape-propagated)."""
-    cg = ChannelGraph(graph_modules)
+def build_channel_graph(graph_modules: Sequence[fx.GraphModule], registry: OpRegistry = REGISTRY,
+                        attention: str = "heads") -> ChannelGraph:
+    """Run the op rules over every node of ``graph_modules`` (already shape-propagated).
+    ``attention``: prune attention by whole ``"heads"`` or by ``"head_dims"`` (see ``contract``)."""
+    cg = ChannelGraph(graph_modules, attention)
     for gm in graph_modules:
         for node in gm.graph.nodes:
             node.meta[FACTORS] = _propagate(cg, gm, node, registry)

@@ -72,8 +72,10 @@ class Group:
 class ChannelGraph:
     """Union-find over channel ids plus the parameter axes and barriers found by ``build_channel_graph``."""
 
-    def __init__(self, graph_modules: Sequence[fx.GraphModule]):
+    def __init__(self, graph_modules: Sequence[fx.GraphModule], attention: str = "heads"):
         self.graph_modules = list(graph_modules)
+        # how attention is pruned: "heads" (whole heads) or "head_dims" (the same dims in every head)
+        self.attention = attention
         self.uf = UnionFind()
         self.param_axes: dict[ParamAxis, np.ndarray] = {}
         # weight-normalised layers: v tensor name -> (g tensor name, dim or None for one norm)

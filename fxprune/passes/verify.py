@@ -111,8 +111,8 @@ _DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, 
 def _runner(module: torch.nn.Module, graph: fx.Graph) -> fx.GraphModule:
     """A private runner (see ``private_runner``) whose dropout calls are identities: a dropout
     written as a function (``F.dropout(x, training=self.training)``) draws one number per
-    element, so the dense and the pruned run cannot draw the same mask. Dropout modules are
-    identities already (every module runs in eval mode)."""
+    element, so the dense and the pruned run cannot draw the same mask; attention runs with
+    ``dropout_p=0``. Dropout modules are identities already (every module runs in eval mode)."""
     runner = private_runner(module, graph)
     changed = False
     for n in list(runner.graph.nodes):
@@ -120,6 +120,13 @@ def _runner(module: torch.nn.Module, graph: fx.Graph) -> fx.GraphModule:
             x = n.args[0] if n.args else n.kwargs.get("input")
             n.replace_all_uses_with(x)
             runner.graph.erase_node(n)
+            changed = True
+        elif n.op == "call_function" and n.target is F.scaled_dot_product_attention:
+            # attention dropout (the train graph of HF models) draws per head: run it without
+            if len(n.args) > 4:
+                n.args = (*n.args[:4], 0.0, *n.args[5:])
+            else:
+                n.kwargs = {**n.kwargs, "dropout_p": 0.0}
             changed = True
     if changed:
         runner.recompile()

@@ -79,6 +79,12 @@ class RuleContext:
     def pin(self, ids: np.ndarray, reason: str) -> None:
         self.cg.pin(ids, self.node, self.op, reason)
 
+    def constant_along(self, ids: np.ndarray, axes: Any) -> None:
+        """Union ``ids`` along array ``axes``: the class then covers whole slices along them, so
+        those tensor axes never lose a position (q/k/v of a packed projection, a head's dims)."""
+        for k in axes:
+            self.union(ids, np.broadcast_to(ids.take([0], axis=k), ids.shape))
+
     def pin_factors(self, factors: Factors, reason: str) -> None:
         for f in factors:
             self.pin(f.ids, reason)

@@ -23,20 +23,47 @@ from ..factors import Factor, Factors, factor_on
 from .pointwise import union_aligned
 from .registry import Example, rand, register_rule
 
-__all__ = ["addmm", "contract", "einsum", "matmul", "matmul_labels", "parse_einsum", "sdpa"]
+__all__ = ["Operand", "addmm", "contract", "einsum", "matmul", "matmul_labels", "parse_einsum", "sdpa"]
+
+
+class Operand:
+    """A tensor that is no node of the graph but takes part in a contraction: the attention
+    weights inside scaled-dot-product attention, grouped-query keys repeated to every head."""
+
+    def __init__(self, shape: Sequence[int], factors: Factors):
+        self.shape, self.factors = tuple(shape), tuple(factors)
+
+
+def _shape(ctx: RuleContext, x: Any) -> tuple[int, ...]:
+    return x.shape if isinstance(x, Operand) else ctx.shape(x)
+
+
+def _factors(ctx: RuleContext, x: Any) -> Factors:
+    return x.factors if isinstance(x, Operand) else ctx.factors(x)
 
 
 def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], out_labels: Sequence[str],
              what: str, pinned_labels: Sequence[str] = ()) -> Factors:
+    """Channel factors of a contraction of ``operands`` (each with one einsum label per axis).
+
+    A factor over labels that all flow to the output passes; one over contracted labels only
+    unions the operands' factors (a removed position contributes nothing); one over both kinds
+    (heads x head_dim, contracted over head_dim) is made constant along the contracted labels when
+    the channel graph prunes whole heads (``ChannelGraph.attention == "heads"``: the kept labels
+    carry the head's class out), or along the kept labels otherwise (the same head dims in every
+    head). A factor over a subset of another's labels that all flow out (the heads of attention
+    weights against v's heads x head_dim) is unioned into it. An operand without a factor on a
+    label of size > 1 fixes that label: a factor that has other labels is made constant along it,
+    a factor on fixed labels only is pinned."""
     sizes: dict[str, int] = {}
     for x, labels in operands:
-        for lab, s in zip(labels, ctx.shape(x)):
+        for lab, s in zip(labels, _shape(ctx, x)):
             sizes[lab] = max(sizes.get(lab, 1), s)
     # every factor, re-expressed over sorted labels
     by_set: dict[tuple[str, ...], list[tuple[int, np.ndarray]]] = {}
     for i, (x, labels) in enumerate(operands):
         diagonal = len(set(labels)) != len(labels)
-        for f in ctx.factors(x):
+        for f in _factors(ctx, x):
             labs = [labels[a] for a in f.axes]
             if diagonal or any(lab in pinned_labels for lab in labs):
                 ctx.pin(f.ids, f"{what}: channels on a mixed or repeated axis")
@@ -44,6 +71,7 @@ def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], ou
             order = np.argsort(labs)
             key = tuple(labs[k] for k in order)
             by_set.setdefault(key, []).append((i, np.transpose(f.ids, order)))
+    merged = _merge_subsets(ctx, by_set, sizes, out_labels)
     keys = list(by_set)
     overlapping = {a for a in keys for b in keys if a != b and set(a) & set(b)}
     out: list[Factor] = []
@@ -62,28 +90,65 @@ def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], ou
         rep = full[0][1]
         for _, ids in full[1:]:
             ctx.union(rep, ids)
-        have = {i for i, _ in full}
-        fixed = False
+        have = {i for i, _ in full} | merged.get(key, set())
+        fixed: set[int] = set()
         for i, (x, labels) in enumerate(operands):
             if i in have:
                 continue
-            shape = dict(zip(labels, ctx.shape(x)))
-            if any(shape.get(lab, 1) > 1 for lab in key):
-                fixed = True
-        if fixed:
+            shape = dict(zip(labels, _shape(ctx, x)))
+            fixed |= {k for k, lab in enumerate(key) if shape.get(lab, 1) > 1}
+        if len(fixed) == len(key):
             ctx.pin(rep, f"{what}: meets an operand that carries no channels on this axis")
             continue
+        ctx.constant_along(rep, sorted(fixed))
         kept = [k for k, lab in enumerate(key) if lab in out_labels]
         if len(kept) == len(key):
             axes = [list(out_labels).index(lab) for lab in key]
             order = np.argsort(axes)
             out.append(Factor(tuple(axes[k] for k in order), np.transpose(rep, order)))
         elif kept:
-            # partly contracted (heads x head_dim): prune the contracted positions, same in every
-            # kept position, so the kept axes of the output need no channel factor
-            for k in kept:
-                ctx.union(rep, np.broadcast_to(rep.take([0], axis=k), rep.shape))
+            contracted = [k for k in range(len(key)) if k not in kept]
+            if ctx.cg.attention == "heads":
+                ctx.constant_along(rep, contracted)
+                ids = rep[tuple(slice(None) if k in kept else 0 for k in range(len(key)))]
+                axes = [list(out_labels).index(key[k]) for k in kept]
+                order = np.argsort(axes)
+                out.append(Factor(tuple(axes[k] for k in order), np.ascontiguousarray(np.transpose(ids, order))))
+            else:
+                ctx.constant_along(rep, kept)
     return tuple(sorted(out, key=lambda f: f.axes))
+
+
+def _merge_subsets(ctx: RuleContext, by_set: dict[tuple[str, ...], list[tuple[int, np.ndarray]]],
+                   sizes: dict[str, int], out_labels: Sequence[str]) -> dict[tuple[str, ...], set[int]]:
+    """Union a factor over output labels that are a proper subset of one other factor's labels
+    into that factor, broadcast over the labels it lacks. Returns, per receiving factor, the
+    operands merged into it."""
+    merged: dict[tuple[str, ...], set[int]] = {}
+    for small in sorted(by_set, key=len):
+        if small not in by_set or not all(lab in out_labels for lab in small):
+            continue
+        bigger = [b for b in by_set if b != small and set(small) < set(b)]
+        if len(bigger) != 1:
+            continue
+        big = bigger[0]
+        want = tuple(sizes[lab] for lab in big)
+        reps = [ids for _, ids in by_set[big] if ids.shape == want]
+        if not reps:
+            continue
+        order = [big.index(lab) for lab in small]
+        view = [1] * len(big)
+        for k, lab in zip(order, small):
+            view[k] = sizes[lab]
+        perm = np.argsort(order)  # small's axes in big's order
+        for i, ids in by_set[small]:
+            if ids.shape != tuple(sizes[lab] for lab in small):
+                ctx.pin(ids, "a broadcast channel cannot be removed")
+                continue
+            ctx.union(reps[0], np.broadcast_to(np.transpose(ids, perm).reshape(view), want))
+            merged.setdefault(big, set()).add(i)
+        del by_set[small]
+    return merged
 
 
 def _batch_labels(n: int) -> list[str]:
@@ -210,26 +275,54 @@ def einsum(ctx: RuleContext) -> Factors:
     reference=lambda q, k, v, scale=None: torch.softmax(
         q @ k.transpose(-1, -2) * (scale or 1 / math.sqrt(q.shape[-1])), -1) @ v))
 def sdpa(ctx: RuleContext) -> Any:
-    """softmax(q k^T * scale) v: the head dim of q/k is contracted, v's head dim flows out; the
-    key/sequence axis is mixed by the softmax."""
+    """softmax(q k^T * scale + mask) v, two contractions: the head dim of q/k is contracted (the
+    scores carry the head's class when whole heads are pruned), v's head dim flows out; the
+    key/sequence axis is mixed by the softmax. With ``enable_gqa`` each key/value head serves a
+    group of query heads: its ids are repeated over the group, so a group goes with its kv head."""
     q, k, v = (ctx.arg(i, n) for i, n in enumerate(("query", "key", "value")))
+    qs = ctx.shape(q)
+    batch = _batch_labels(len(qs) - 2)
     if ctx.arg(7, "enable_gqa", False):
-        return ctx.barrier("grouped-query attention")
-    batch = _batch_labels(len(ctx.shape(q)) - 2)
+        k, v = _repeat_heads(ctx, k, qs), _repeat_heads(ctx, v, qs)
+        if k is None or v is None:
+            return ctx.barrier("grouped-query attention whose query heads are no multiple of the key/value heads")
 
     def labels(x: Any, last: list[str]) -> list[str]:
-        return batch[len(batch) - (len(ctx.shape(x)) - 2):] + last
+        return batch[len(batch) - (len(_shape(ctx, x)) - 2):] + last
 
-    mask = ctx.arg(3, "attn_mask", None)
-    if mask is not None:
-        ctx.pin_factors(ctx.factors(mask), "attention mask")
-    # two products: scores = q k^T (head dim contracted), out = softmax(scores) v
+    scores_shape = (*qs[:-1], _shape(ctx, k)[-2])
     scores = contract(ctx, [(q, labels(q, ["L", "E"])), (k, labels(k, ["S", "E"]))], batch + ["L", "S"],
                       "attention scores", pinned_labels=("S",))
-    values = contract(ctx, [(v, labels(v, ["S", "V"]))], batch + ["L", "V"], "attention values",
-                      pinned_labels=("S",))
-    out_shape = ctx.out_shape
-    return union_aligned(ctx, [(out_shape, list(scores)), (out_shape, list(values))], out_shape, "attention")
+    mask = ctx.arg(3, "attn_mask", None)
+    if isinstance(mask, fx.Node) and ctx.shape(mask) is not None:
+        present = [(scores_shape, list(scores))]
+        ms = ctx.shape(mask)
+        off = len(scores_shape) - len(ms)
+        present.append(((1,) * off + ms, [f.with_axes([a + off for a in f.axes]) for f in ctx.factors(mask)]))
+        scores = union_aligned(ctx, present, scores_shape, "attention mask")
+    weights = Operand(scores_shape, tuple(f for f in scores if set(f.axes) <= set(range(len(batch)))))
+    for f in scores:
+        if f not in weights.factors:
+            ctx.pin(f.ids, "attention: channels on the query or key position axis")
+    return contract(ctx, [(weights, batch + ["L", "S"]), (v, labels(v, ["S", "V"]))], batch + ["L", "V"],
+                    "attention values", pinned_labels=("S",))
+
+
+def _repeat_heads(ctx: RuleContext, x: Any, q_shape: Sequence[int]) -> Operand | None:
+    """``x`` (..., Hkv, S, E) as the (..., H, S, E) tensor grouped-query attention reads."""
+    s = ctx.shape(x)
+    axis = len(s) - 3
+    if axis < 0 or len(q_shape) != len(s) or q_shape[axis] % s[axis]:
+        return None
+    g = q_shape[axis] // s[axis]
+    shape = (*s[:axis], q_shape[axis], *s[axis + 1:])
+    out = []
+    for f in ctx.factors(x):
+        if axis in f.axes:
+            out.append(Factor(f.axes, np.repeat(f.ids, g, axis=f.axes.index(axis))))
+        else:
+            out.append(f)
+    return Operand(shape, out)
 
 
 @einsum.cost_formula

@@ -10,6 +10,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,12 +77,16 @@ def union_aligned(ctx: RuleContext, present: Sequence[tuple[tuple[int, ...], lis
     the output's axes).
 
     Factors over the same axes are unioned. A tensor without a factor there that is not
-    broadcast along those axes is fixed data (a constant), so the channels it meets are pinned;
-    so is a one-channel factor that broadcasts to many."""
+    broadcast along those axes is fixed data (a constant), so the channels it meets are pinned —
+    or, for a factor over several axes of which the data varies along some only, made constant
+    along those; so is a one-channel factor that broadcasts to many."""
     by_axes: dict[tuple[int, ...], list[Factor]] = {}
-    for _, fs in present:
+    owner: dict[int, int] = {}  # id(factor) -> index of its tensor in present
+    for i, (_, fs) in enumerate(present):
         for f in fs:
             by_axes.setdefault(f.axes, []).append(f)
+            owner[id(f)] = i
+    merged = _merge_subsets(ctx, by_axes, owner, out_shape, reason)
     keys = list(by_axes)
     overlapping = {a for a in keys for b in keys if a != b and set(a) & set(b)}
     out: list[Factor] = []
@@ -100,14 +105,50 @@ def union_aligned(ctx: RuleContext, present: Sequence[tuple[tuple[int, ...], lis
         rep = full[0].ids
         for f in full[1:]:
             ctx.union(rep, f.ids)
-        fixed = any(
-            not any(g.axes == axes for g in fs2) and any(shape[a] > 1 for a in axes) for shape, fs2 in present
-        )
-        if fixed:
+        fixed = {k for i, (shape, fs2) in enumerate(present)
+                 if not any(g.axes == axes for g in fs2) and i not in merged.get(axes, ())
+                 for k, a in enumerate(axes) if shape[a] > 1}
+        if len(fixed) == len(axes):
             ctx.pin(rep, f"{reason}: combined with a tensor that carries no channels on this axis")
             continue
+        # a factor over several axes met by data that varies along some of them only (rotary
+        # cos/sin: along head_dim, the same for every head): keep those axes whole
+        ctx.constant_along(rep, sorted(fixed))
         out.append(Factor(axes, rep))
     return tuple(sorted(out, key=lambda f: f.axes))
+
+
+def _merge_subsets(ctx: RuleContext, by_axes: dict[tuple[int, ...], list[Factor]], owner: dict[int, int],
+                   out_shape: Sequence[int], reason: str) -> dict[tuple[int, ...], set[int]]:
+    """A factor over a proper subset of the axes of one other factor (a per-head gate against
+    heads x head_dim, rotary frequencies along head_dim against q): broadcast into it and
+    unioned — except, when whole heads are pruned, one along the last axis of the bigger factor
+    (its head dim): that one is data the heads keep whole, so the bigger factor is made constant
+    along it and the small factor's channels are kept. Returns, per bigger factor, the tensors
+    merged into it."""
+    merged: dict[tuple[int, ...], set[int]] = {}
+    for small in sorted(by_axes, key=len):
+        bigger = [b for b in by_axes if b != small and set(small) < set(b)]
+        if small not in by_axes or len(bigger) != 1:
+            continue
+        big = bigger[0]
+        want = tuple(out_shape[a] for a in big)
+        reps = [f.ids for f in by_axes[big] if f.ids.shape == want]
+        if not reps:
+            continue
+        ks = [big.index(a) for a in small]
+        for f in by_axes[small]:
+            if f.ids.shape != tuple(out_shape[a] for a in small):
+                ctx.pin(f.ids, f"{reason}: a broadcast channel cannot be removed")
+            elif ctx.cg.attention == "heads" and len(big) - 1 in ks:
+                ctx.constant_along(reps[0], ks)
+                ctx.pin(f.ids, f"{reason}: varies along the head dim, which whole-head pruning keeps")
+            else:
+                view = [out_shape[a] if a in small else 1 for a in big]
+                ctx.union(reps[0], np.broadcast_to(f.ids.reshape(view), want))
+            merged.setdefault(big, set()).add(owner[id(f)])
+        del by_axes[small]
+    return merged
 
 
 def broadcast_union(ctx: RuleContext, inputs: Sequence[Any], reason: str) -> Factors:

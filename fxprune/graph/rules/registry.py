@@ -180,8 +180,8 @@ class OpRegistry:
                 rule = self.functions.get(node.target)
             except TypeError:  # unhashable target
                 return None
-            if rule is None and isinstance(node.target, type) and issubclass(node.target, tuple):
-                return self.functions.get(tuple)  # a namedtuple built from outputs
+            if rule is None and isinstance(node.target, type) and issubclass(node.target, (tuple, dict)):
+                return self.functions.get(tuple)  # a namedtuple or output dataclass built from outputs
             return rule
         if node.op == "call_method":
             return self.methods.get(node.target)

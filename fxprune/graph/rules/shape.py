@@ -248,11 +248,19 @@ def cat(ctx: RuleContext) -> Factors:
     out_shape = ctx.out_shape
     dim = ctx.arg(1, "dim", 0) % len(out_shape)
     parts = [(ctx.factors(t), ctx.shape(t)) for t in tensors]
-    for factors, _ in parts:
-        f = factor_on(factors, dim)
-        if f is not None and len(f.axes) > 1:
-            ctx.pin(f.ids, "cat along an axis of a multi-axis channel factor")
-    along, others = fct.concat(parts, dim, lambda n: ctx.fresh(n, pinned=True))
+    multi = [factor_on(factors, dim) for factors, _ in parts]
+    multi = [f if f is not None and len(f.axes) > 1 else None for f in multi]
+    if all(f is not None for f in multi) and len({f.axes for f in multi}) == 1 and len(
+            {tuple(n for k, n in enumerate(f.ids.shape) if f.axes[k] != dim) for f in multi}) == 1:
+        # halves of a head dim put back together (rotary ``cat([-x2, x1], -1)``): ids side by side
+        k = multi[0].axes.index(dim)
+        along = Factor(multi[0].axes, np.concatenate([f.ids for f in multi], axis=k))
+        others = [tuple(g for g in factors if g is not f) for (factors, _), f in zip(parts, multi)]
+    else:
+        for f in multi:
+            if f is not None:
+                ctx.pin(f.ids, "cat along an axis of a multi-axis channel factor")
+        along, others = fct.concat(parts, dim, lambda n: ctx.fresh(n, pinned=True))
     rest = union_aligned(ctx, [(s, list(o)) for (_, s), o in zip(parts, others)], out_shape, "cat")
     return tuple(sorted(rest + ((along,) if along is not None else ()), key=lambda f: f.axes))
 

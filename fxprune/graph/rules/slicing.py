@@ -101,13 +101,20 @@ def _rewrite_split(r) -> None:
 def unbind(ctx: RuleContext) -> Any:
     x = ctx.arg(0, "input")
     dim = ctx.arg(1, "dim", 0) % len(ctx.shape(x))
-    kept = []
+    pieces: list[list[Factor]] = [[] for _ in tensor_meta(ctx.node)]
     for f in ctx.factors(x):
-        if dim in f.axes:
+        axes = [a - (a > dim) for a in f.axes if a != dim]
+        if dim not in f.axes:
+            for p in pieces:
+                p.append(f.with_axes(axes))
+        elif len(f.axes) == 1:
             ctx.pin(f.ids, "unbind along a channel axis")
-        else:
-            kept.append(f.with_axes([a - (a > dim) for a in f.axes]))
-    return [tuple(kept) for _ in tensor_meta(ctx.node)]
+        else:  # q, k, v of a packed projection (3 x heads x head_dim): every piece keeps its slice
+            k = f.axes.index(dim)
+            ctx.constant_along(f.ids, [k])
+            for i, p in enumerate(pieces):
+                p.append(Factor(tuple(axes), np.ascontiguousarray(f.ids.take(i, axis=k))))
+    return [tuple(p) for p in pieces]
 
 
 # ---- indexing -------------------------------------------------------------------------------------------
@@ -196,6 +203,18 @@ def index_factors(ctx: RuleContext, x: Any, idx: Any) -> Any:
     out = []
     for f in ctx.factors(x):
         sel = [a for a in f.axes if a in selected]
+        if sel and len(f.axes) > len(sel) and all(isinstance(selected[a], int) for a in sel):
+            # one part of a factor over several axes (q of packed q/k/v): the picked axes keep
+            # every position, the piece passes the rest
+            ks = [f.axes.index(a) for a in sel]
+            ctx.constant_along(f.ids, ks)
+            pick = tuple(selected[a] % shape[a] if a in selected else slice(None) for a in f.axes)
+            rest = [a for a in f.axes if a not in selected]
+            if any(a in advanced or a in sliced for a in rest):
+                ctx.pin(f.ids, "indexing picks and slices the same channel factor")
+                continue
+            out.append(Factor(tuple(axis_map[a] for a in rest), np.ascontiguousarray(f.ids[pick])))
+            continue
         if sel:
             if len(f.axes) == 1 and isinstance(selected[sel[0]], int):
                 i = selected[sel[0]] % shape[sel[0]]
@@ -248,7 +267,10 @@ def _renumber(keep: np.ndarray, i: int, size: int) -> int:
 
 @register_rule(functions=[tuple], cost=NO_MACS, example=lambda g: Example(_pair, (rand(g, 2, 6, 3),)))
 def tuple_construct(ctx: RuleContext) -> Any:
-    """``GoogLeNetOutputs(logits, aux2, aux1)``: a tuple whose items keep their channels."""
+    """``GoogLeNetOutputs(logits, aux2, aux1)``: a tuple whose items keep their channels; an
+    output dataclass built from keywords (HuggingFace's ``ModelOutput``) keeps them by name."""
+    if ctx.node.kwargs and not ctx.node.args:
+        return {k: x.meta.get(FACTORS) if isinstance(x, fx.Node) else None for k, x in ctx.node.kwargs.items()}
     items = list(ctx.node.args) + list(ctx.node.kwargs.values())
     if len(items) == 1 and isinstance(items[0], (tuple, list)):
         items = list(items[0])
