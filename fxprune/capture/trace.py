@@ -28,6 +28,7 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from ..errors import FxPruneError, PlanError, TraceError
 from .copying import assign_attr, clone_inputs, copy_module, keep_rng, lookup_attr, private_runner
 from .graph_module import RESERVED_NAMES
+from .inline import inline_forward
 from .meta import TENSOR_META, describe_target, submodule
 
 __all__ = ["FxTracer", "META_PROPAGATION_MIN_PARAMS", "RuleTable", "ShapePropagation", "TracedModel",
@@ -70,6 +71,7 @@ class FxTracer(fx.Tracer):
         self.auto_leaves: dict[str, str] = {}
         self.traced_classes: set[type] = set()
         self._param_cache: dict[str, Any] | None = None
+        self._inlined: set[int] = set()
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         if isinstance(root, nn.Module):
@@ -77,6 +79,8 @@ class FxTracer(fx.Tracer):
         return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if id(m) in self._inlined:
+            return False
         if module_qualified_name in self.auto_leaves or module_qualified_name in self.leaf_names:
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
@@ -95,6 +99,14 @@ class FxTracer(fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         qualname = self.path_of_module(m)
+        inlined = inline_forward(m, args, kwargs) if qualname not in self.leaf_names and not (
+            self.leaf_types and isinstance(m, self.leaf_types)) else None
+        if inlined is not None:  # traced through a functional form on its own parameters
+            self._inlined.add(id(m))
+            try:
+                return super().call_module(m, inlined, args, kwargs)
+            finally:
+                self._inlined.discard(id(m))
         if self.is_leaf_module(m, qualname):
             return super().call_module(m, forward, args, kwargs)
         self.traced_classes.add(type(m))
