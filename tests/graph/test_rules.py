@@ -291,7 +291,8 @@ def test_prelu_and_embedding():
     assert small.emb.embedding_dim == 8 and small.pre.num_parameters == 8
 
 
-def test_multihead_attention_is_a_barrier_but_mlp_prunes():
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_multihead_attention_prunes_heads_as_self_attention_else_mlp_only(need_weights):
     class M(nn.Module):
         def __init__(self):
             super().__init__()
@@ -299,11 +300,13 @@ def test_multihead_attention_is_a_barrier_but_mlp_prunes():
             self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 16)
 
         def forward(self, x):
-            x = x + self.attn(x, x, x, need_weights=False)[0]
+            x = x + self.attn(x, x, x, need_weights=need_weights)[0]
             return x + self.fc2(F.gelu(self.fc1(x)))
 
     small, rep = compile_checked(randomize(M()), torch.randn(2, 5, 16))
-    assert small.fc1.out_features == 16 and small.attn.embed_dim == 16
+    assert small.fc1.out_features == 16
+    # traced through as packed projection + SDPA: two of four heads go; returning weights: kept whole
+    assert small.attn.in_proj_weight.shape[0] == (48 if need_weights else 24)
 
 
 # ---- shape ops ----------------------------------------------------------------------------------

@@ -329,9 +329,12 @@ def _update_embedding(new: nn.Module, old: nn.Module) -> None:
     nn.MultiheadAttention(6, 2, batch_first=True), (rand(g, 2, 5, 6), rand(g, 2, 4, 6), rand(g, 2, 4, 6)),
     channels=(0, 1, 2), channel_axis=2, out_axis=2, pick=0))
 def multihead_attention(ctx: RuleContext) -> Any:
-    """``nn.MultiheadAttention`` checks its input width against ``embed_dim`` and splits heads
-    internally, so the channels around it are pinned (the surrounding MLPs stay prunable)."""
-    return ctx.barrier("nn.MultiheadAttention requires query width == embed_dim")
+    """``nn.MultiheadAttention`` kept whole: it checks its input width against ``embed_dim`` and
+    splits heads internally, so the channels around it are pinned (the surrounding MLPs stay
+    prunable). Self-attention calls without masks and with ``need_weights=False`` never get here:
+    the tracer records them as functional ops (``capture/inline.py``)."""
+    return ctx.barrier("nn.MultiheadAttention is pruned only as self-attention without masks and with "
+                       "need_weights=False (call it as mha(x, x, x, need_weights=False))")
 
 
 @multihead_attention.cost_formula
