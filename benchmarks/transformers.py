@@ -10,7 +10,8 @@ swin_tiny_patch4_window7_224; HuggingFace BertModel (bert-base config, 128 token
 width 256, 8 query / 4 key-value heads, 128 tokens, no cache). Images are 1x3x224x224.
 
 fxprune runs ``compile`` at ``sparsity=0.5`` (local) and at ``flops=0.5, scope="global"``, with
-verification, and reports its MACs and params ratios, the verification error, the seconds and
+verification (for the two HuggingFace backbones, whose output is the residual stream, also at
+``sparsity=0.5, prune_outputs=True``), and reports its MACs and params ratios, the verification error, the seconds and
 what shrank (embedding = the residual stream, heads, head dims, MLP). Torch-Pruning 1.6.1 runs
 as its transformer examples do: ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, pruning
 ratio 0.5, ``num_heads`` of every attention projection, ``prune_num_heads=True``, the classifier /
@@ -47,6 +48,7 @@ MODELS = ["torchvision:vit_b_16", "torchvision:swin_t", "torchvision:convnext_ti
           "timm:deit_small_patch16_224", "timm:convnext_tiny", "timm:swin_tiny_patch4_window7_224", "hf:bert",
           "hf:vit", "hf:gpt2", "hf:llama"]
 SEQ = 128
+BACKBONES = ("hf:bert", "hf:vit")  # their output (last_hidden_state) is the residual stream
 
 
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -117,8 +119,10 @@ def run_fxprune(name: str) -> list[dict]:
     import fxprune
 
     rows = []
-    for label, plan in (("sparsity=0.5", fxprune.Plan(sparsity=0.5)),
-                        ("flops=0.5 global", fxprune.Plan(flops=0.5, scope="global"))):
+    plans = [("sparsity=0.5", fxprune.Plan(sparsity=0.5)), ("flops=0.5 global", fxprune.Plan(flops=0.5, scope="global"))]
+    if name in BACKBONES:  # the output is the residual stream: pinned unless the outputs may shrink
+        plans.append(("sparsity=0.5 prune_outputs", fxprune.Plan(sparsity=0.5, prune_outputs=True)))
+    for label, plan in plans:
         model, x = build(name)
         row: dict[str, Any] = {"model": name, "tool": "fxprune", "plan": label, "ok": False}
         try:
@@ -290,6 +294,7 @@ def markdown(rows: list[dict]) -> str:
     for name in dict.fromkeys(r["model"] for r in rows):
         by = {(r["tool"].split()[0], r.get("plan")): r for r in rows if r["model"] == name}
         a, b = by.get(("fxprune", "sparsity=0.5")), by.get(("fxprune", "flops=0.5 global"))
+        backbone = by.get(("fxprune", "sparsity=0.5 prune_outputs"))
         tp = next((r for (t, _), r in by.items() if t == "torch-pruning"), None)
 
         def fx(r: dict | None) -> str:
@@ -309,7 +314,10 @@ def markdown(rows: list[dict]) -> str:
                 "" if tp.get("output_kept") else " (output shape changed)")
         else:
             peer = f"FAIL {tp.get('error_type', '')}: {tp.get('error', '')[:60]}"
-        lines.append(f"| {name} | {fx(a)} | {flops} | {peer} | {_f(a, 'flop_counter_ratio')} |")
+        first = fx(a) if backbone is None else f"{fx(a)}; prune_outputs=True: {fx(backbone)}"
+        counted = _f(a, 'flop_counter_ratio') + ("" if backbone is None else
+                                                 f"; prune_outputs=True: {_f(backbone, 'flop_counter_ratio')}")
+        lines.append(f"| {name} | {first} | {flops} | {peer} | {counted} |")
     return "\n".join(lines) + "\n"
 
 

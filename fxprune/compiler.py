@@ -13,13 +13,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .errors import ModelError, PlanError, ResolutionError, TraceError
 from .graph.channel_graph import ChannelGraph
 from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
-from .graph.factors import FACTORS, iter_factors
+from .graph.factors import FACTORS, iter_factors, kept_indices
 from .graph.rules import REGISTRY, OpRegistry
 from .capture.signature import check_arity, unsupplied_defaults
 from .capture.export import export_trace
@@ -29,7 +29,7 @@ from .module import PrunedGraphModule
 from .passes.mask import insert_masks
 from .passes.rewrite import pruned_shape, rewrite_pass
 from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parameters, verify_calls
-from .passes.verify import verify as verify_pass
+from .passes.verify import output_factors, verify as verify_pass
 from .plan import ATTENTION, Plan, Resolution
 from .planner import resolve as resolve_plan
 from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
@@ -135,9 +135,10 @@ def _first_line(exc: BaseException) -> str:
 
 def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[type | str] = (),
             concrete_args: dict[str, Any] | None = None, registry: OpRegistry = REGISTRY,
-            capture: str = "auto", attention: str = "heads") -> Analysis:
+            capture: str = "auto", attention: str = "heads", prune_outputs: bool = False) -> Analysis:
     """Capture ``model`` (eval and train mode), propagate shapes, build its channel graph.
-    ``attention``: how attention is pruned, ``"heads"`` or ``"head_dims"`` (see ``Plan``).
+    ``attention``: how attention is pruned, ``"heads"`` or ``"head_dims"``; ``prune_outputs``: the
+    outputs may lose channels (see ``Plan``).
 
     ``capture``: ``"fx"`` (torch.fx symbolic tracing: the graph is valid for any input shape),
     ``"export"`` (non-strict torch.export: reads any Python forward, but the graph is specialised
@@ -218,7 +219,7 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
         for gm in traced.graph_modules:
             propagate_shapes(gm, inputs)
     with timer.stage("analyse"):
-        cg = build_channel_graph(traced.graph_modules, registry, attention)
+        cg = build_channel_graph(traced.graph_modules, registry, attention, bool(prune_outputs))
         if used == "run":
             unread = uncalled_parameters(model, traced.eval_gm)
             if unread:
@@ -241,7 +242,8 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             **trace_kwargs: Any) -> Resolution:
     """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
     plan = plan or Plan()
-    a = analysis or analyse(model, example_inputs, attention=plan.attention, **trace_kwargs)
+    a = analysis or analyse(model, example_inputs, attention=plan.attention, prune_outputs=plan.prune_outputs,
+                            **trace_kwargs)
     _check_attention(a, plan)
     with a.timer.stage("score"):
         return resolve_plan(plan, a.cg, module_names=a.module_names, parameters=a.parameters,
@@ -249,9 +251,12 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
 
 
 def _check_attention(a: Analysis, plan: Plan) -> None:
-    if a.cg.attention != plan.attention:
-        raise PlanError(f"the analysis was built with attention={a.cg.attention!r} but the plan asks for "
-                        f"attention={plan.attention!r}: call analyse(model, ..., attention={plan.attention!r})")
+    """The structural options of ``plan`` are the ones the analysis was built with."""
+    for name in ("attention", "prune_outputs"):
+        have, want = getattr(a.cg, name), getattr(plan, name)
+        if have != want:
+            raise PlanError(f"the analysis was built with {name}={have!r} but the plan asks for {name}={want!r}: "
+                            f"call analyse(model, ..., {name}={want!r})")
 
 
 @contextmanager
@@ -293,9 +298,10 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
     if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
-    attention = (plan or (resolution.plan if resolution is not None else None) or Plan()).attention
+    structure = plan or (resolution.plan if resolution is not None else None) or Plan()
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
-                            registry=registry, capture=capture, attention=attention)
+                            registry=registry, capture=capture, attention=structure.attention,
+                            prune_outputs=structure.prune_outputs)
     if resolution is None:
         resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
                              calibration_loss=calibration_loss)
@@ -332,6 +338,8 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     rep = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan,
                   params_model=result)
     rep.notes.extend(final_notes)
+    if cg.prune_outputs:
+        rep.notes.extend(_output_widths(traced.eval_gm, id_kept))
     if result is small:
         small.meta[REPORT_KEY] = rep
         small.meta[RESOLUTION_KEY] = resolution
@@ -340,6 +348,19 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution,
                                     LAYERS_KEY: {"modules": modules, "tensors": tensors}})
     return result
+
+
+def _output_widths(gm: fx.GraphModule, id_kept: np.ndarray) -> list[str]:
+    """A note per returned tensor that lost channels (``Plan(prune_outputs=True)``)."""
+    notes = []
+    for i, fs in enumerate(output_factors(gm)):
+        for f in fs or ():
+            for ax in f.axes:
+                kept, dense = len(kept_indices(f, ax, id_kept)), f.ids.shape[f.axes.index(ax)]
+                if kept < dense:
+                    notes.append(f"output tensor {i} keeps {kept} of its {dense} channels on axis {ax} "
+                                 "(prune_outputs=True; the kept indices are the resolution's)")
+    return notes
 
 
 def _check_nonempty(cg, id_kept) -> None:

@@ -60,6 +60,11 @@ class Plan(JsonRecord):
         key/value head with its group of query heads), ``"head_dims"`` the same positions of
         the head dim in every head (q/k dims keep the dense 1/sqrt(d) scale; v's dims apart).
         Rotary embeddings keep the head dim whole in both modes.
+    prune_outputs: the model's outputs may lose channels too (default False: every output keeps
+        its width). For a backbone whose consumer is rebuilt or fine-tuned — a BertModel whose
+        ``last_hidden_state`` *is* the residual stream; keep one output whole with ``ignore`` on
+        the layer that produces it. The pruned model returns the kept channels only (the report
+        notes each output that lost width) and is verified against the masked dense model on them.
     """
 
     sparsity: float | None = None
@@ -77,6 +82,7 @@ class Plan(JsonRecord):
     latency: float | None = None
     backend: str | None = None
     attention: str = "heads"
+    prune_outputs: bool = False
 
     JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
@@ -101,6 +107,8 @@ class Plan(JsonRecord):
                                       or not 0.0 < value <= 1.0 or math.isnan(value)):
                 raise PlanError(f"{budget} is the fraction of the dense model's {budget} to keep, in (0, 1]; "
                                 f"got {value!r}")
+        if not isinstance(self.prune_outputs, bool):
+            raise PlanError(f"prune_outputs is True or False, got {self.prune_outputs!r}")
         if self.attention not in ATTENTION:
             raise PlanError(f"attention must be one of {ATTENTION} (whole heads, or the same head dims in every "
                             f"head), got {self.attention!r}")

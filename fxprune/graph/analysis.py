@@ -31,10 +31,11 @@ _METADATA_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad
 
 
 def build_channel_graph(graph_modules: Sequence[fx.GraphModule], registry: OpRegistry = REGISTRY,
-                        attention: str = "heads") -> ChannelGraph:
+                        attention: str = "heads", prune_outputs: bool = False) -> ChannelGraph:
     """Run the op rules over every node of ``graph_modules`` (already shape-propagated).
-    ``attention``: prune attention by whole ``"heads"`` or by ``"head_dims"`` (see ``contract``)."""
-    cg = ChannelGraph(graph_modules, attention)
+    ``attention``: prune attention by whole ``"heads"`` or by ``"head_dims"`` (see ``contract``);
+    ``prune_outputs``: the output's channels are not pinned."""
+    cg = ChannelGraph(graph_modules, attention, prune_outputs)
     for gm in graph_modules:
         for node in gm.graph.nodes:
             node.meta[FACTORS] = _propagate(cg, gm, node, registry)
@@ -55,8 +56,9 @@ def _propagate(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, registry) ->
         return tuple(Factor((a,), cg.param_axis(node.target, a, tensor=value))
                      for a, s in enumerate(value.shape) if s > 1)
     if node.op == "output":
-        for f in iter_factors_of_args(node.args):
-            cg.pin(f.ids, node, "output", "model output")
+        if not cg.prune_outputs:
+            for f in iter_factors_of_args(node.args):
+                cg.pin(f.ids, node, "output", "model output")
         return None
     rule = registry.lookup(node, lambda target: submodule(gm, target))
     if rule is not None:

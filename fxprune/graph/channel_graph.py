@@ -72,10 +72,13 @@ class Group:
 class ChannelGraph:
     """Union-find over channel ids plus the parameter axes and barriers found by ``build_channel_graph``."""
 
-    def __init__(self, graph_modules: Sequence[fx.GraphModule], attention: str = "heads"):
+    def __init__(self, graph_modules: Sequence[fx.GraphModule], attention: str = "heads",
+                 prune_outputs: bool = False):
         self.graph_modules = list(graph_modules)
         # how attention is pruned: "heads" (whole heads) or "head_dims" (the same dims in every head)
         self.attention = attention
+        # whether the model's outputs may lose channels (a backbone whose consumer is rebuilt)
+        self.prune_outputs = prune_outputs
         self.uf = UnionFind()
         self.param_axes: dict[ParamAxis, np.ndarray] = {}
         # weight-normalised layers: v tensor name -> (g tensor name, dim or None for one norm)

@@ -18,14 +18,13 @@ from torch import fx
 from torch.utils._pytree import tree_leaves
 
 from ..errors import VerificationError
-from ..graph.factors import FACTORS
 from ..capture.meta import describe_target
-from ..graph.factors import kept_indices
+from ..graph.factors import FACTORS, kept_indices
 from ..capture.copying import clone_inputs, keep_rng, private_runner, reset_buffers
 from ..capture.trace import training_mode
 from .mask import MASK_OF
 
-__all__ = ["compare", "first_divergence", "run_graph", "verify"]
+__all__ = ["compare", "first_divergence", "output_factors", "restrict_outputs", "run_graph", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +146,59 @@ def run_graph(module: torch.nn.Module, graph: fx.Graph, inputs: Sequence[Any],
         return runner(*clone_inputs(inputs))
 
 
+def output_factors(gm: fx.GraphModule) -> list[Any]:
+    """The channel factors of every tensor the graph returns, in ``tree_leaves`` order (None where
+    a leaf carries none)."""
+    out: list[Any] = []
+
+    def tree(t: Any) -> None:
+        if isinstance(t, tuple):
+            out.append(t)
+        elif isinstance(t, list):
+            for x in t:
+                tree(x)
+        elif isinstance(t, dict):
+            for x in t.values():
+                tree(x)
+        else:
+            out.append(None)
+
+    def arg(a: Any) -> None:
+        if isinstance(a, fx.Node):
+            tree(a.meta.get(FACTORS))
+        elif isinstance(a, (tuple, list)):
+            for x in a:
+                arg(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                arg(x)
+
+    for n in gm.graph.nodes:
+        if n.op == "output":
+            arg(n.args[0])
+    return out
+
+
+def restrict_outputs(ref: Any, dense_gm: fx.GraphModule, id_kept: np.ndarray) -> Any:
+    """The masked dense outputs on the channels the pruned model keeps: unchanged unless the plan
+    let outputs lose channels (``Plan(prune_outputs=True)``)."""
+    leaves = [x for x in tree_leaves(ref) if isinstance(x, torch.Tensor)]
+    factors = output_factors(dense_gm)
+    cuts = [[(a, kept_indices(f, a, id_kept)) for f in fs for a in f.axes] if fs else [] for fs in factors]
+    if not any(len(idx) < x.shape[a] for c, x in zip(cuts, leaves) for a, idx in c):
+        return ref
+    if len(factors) != len(leaves):
+        raise VerificationError(f"cannot match the {len(leaves)} output tensors to the graph's {len(factors)} "
+                                "outputs to compare their kept channels")
+    out = []
+    for x, c in zip(leaves, cuts):
+        for a, idx in c:
+            if len(idx) < x.shape[a]:
+                x = x.index_select(a, torch.as_tensor(idx, device=x.device))
+        out.append(x)
+    return out
+
+
 def verify(pruned: torch.nn.Module, graph: fx.Graph, dense_gm: fx.GraphModule,
            masked_gm: fx.GraphModule, inputs: Sequence[Any], id_kept: np.ndarray, *, atol: float, rtol: float,
            mode: str = "eval", extra_inputs: Sequence[Any] | None = None) -> tuple[float, float]:
@@ -169,7 +221,7 @@ def verify(pruned: torch.nn.Module, graph: fx.Graph, dense_gm: fx.GraphModule,
             log.info("verification on a random input skipped (%s graph): the dense model fails on it: %s", mode, exc)
             continue
         out = run_graph(pruned, graph, xs, mine_runner)
-        e, s = compare(out, ref)
+        e, s = compare(out, restrict_outputs(ref, dense_gm, id_kept))
         _check(e, s, atol, rtol, dense_gm, masked_gm, pruned, graph, xs, id_kept, f"{mode} graph{which}")
         err, scale = max(err, e), max(scale, s)
     return err, scale
