@@ -5,7 +5,9 @@ Architectures mix residual adds, concatenation, split/chunk, depthwise and group
 squeeze-excitation multiplications, channel shuffle, a channel-aligned module with two inputs
 (AdaIN of the block input by a branch's statistics), integer and list channel indices
 (``y[:, i]``, ``torch.select``, ``y[:, [i, j]]``), weight-normalised convolutions (both torch
-APIs) and a flatten -> linear head."""
+APIs), pre-norm transformer blocks over the pixels as tokens (LayerNorm or RMSNorm, random head
+counts, grouped-query attention through SDPA or ``repeat_kv``-style expansion, hand-written
+softmax attention) pruned by whole heads or head dims, and a flatten -> linear head."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import fxprune
 from tests.conftest import assert_unchanged, randomize, snapshot
 
 KINDS = ["conv", "residual", "cat", "split", "chunk", "depthwise", "grouped", "se", "shuffle", "aligned", "index",
-         "weightnorm"]
+         "weightnorm", "attention"]
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
@@ -77,6 +79,15 @@ class Block(nn.Module):
             dim = draw(st.sampled_from([0, 1, None]))
             conv = (parametrizations.weight_norm if draw(st.booleans()) else weight_norm)(conv, dim=dim)
             self.f = nn.Sequential(conv, nn.ReLU())
+        elif kind == "attention":
+            self.out = c
+            self.heads = draw(st.sampled_from([1, 2, 4]))
+            self.kv = draw(st.sampled_from([k for k in (1, 2, 4) if self.heads % k == 0]))
+            self.dh = 2 * draw(st.integers(1, 4))
+            self.norm = nn.LayerNorm(c) if draw(st.booleans()) else nn.RMSNorm(c)
+            self.q, self.o = nn.Linear(c, self.heads * self.dh), nn.Linear(self.heads * self.dh, c)
+            self.k, self.v = nn.Linear(c, self.kv * self.dh), nn.Linear(c, self.kv * self.dh)
+            self.how = draw(st.sampled_from(["sdpa", "repeat", "matmul"]))
         elif kind == "aligned":
             from fxprune.apps.artnet import AdaIN
 
@@ -110,6 +121,25 @@ class Block(nn.Module):
             return x * torch.sigmoid(self.g(F.relu(self.f(F.adaptive_avg_pool2d(x, 1)))))
         if k == "aligned":
             return self.t(x, self.f(x))
+        if k == "attention":
+            n, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            u = self.norm(t)
+            q = self.q(u).view(n, h * w, self.heads, self.dh).transpose(1, 2)
+            kk = self.k(u).view(n, h * w, self.kv, self.dh).transpose(1, 2)
+            v = self.v(u).view(n, h * w, self.kv, self.dh).transpose(1, 2)
+            if self.how == "sdpa":
+                y = F.scaled_dot_product_attention(q, kk, v, enable_gqa=self.kv < self.heads)
+            else:
+                rep = self.heads // self.kv
+                kk = kk[:, :, None].expand(n, self.kv, rep, h * w, self.dh).reshape(n, self.heads, h * w, self.dh)
+                v = v[:, :, None].expand(n, self.kv, rep, h * w, self.dh).reshape(n, self.heads, h * w, self.dh)
+                if self.how == "repeat":
+                    y = F.scaled_dot_product_attention(q, kk, v)
+                else:
+                    y = (q @ kk.transpose(-2, -1) * self.dh ** -0.5).softmax(-1) @ v
+            t = t + self.o(y.transpose(1, 2).reshape(n, h * w, self.heads * self.dh))
+            return t.transpose(1, 2).reshape(n, c, h, w)
         if k == "shuffle":
             n, c, h, w = x.size()
             return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
@@ -152,6 +182,7 @@ def test_random_architectures_prune_exactly(data):
         scope=data.draw(st.sampled_from(["local", "global"]), label="scope"),
         round_to=data.draw(st.sampled_from([1, 1, 2, 4]), label="round_to"),
         seed=data.draw(st.integers(0, 5), label="plan_seed"),
+        attention=data.draw(st.sampled_from(["heads", "head_dims"]), label="attention"),
     )
     x = torch.randn(2, 3, 8, 8)
     before = snapshot(model)
@@ -191,3 +222,29 @@ def test_random_architectures_gated_equals_finalized(data):
     with torch.no_grad():
         torch.testing.assert_close(small(x), gated(x), rtol=1e-4, atol=1e-5)
     assert float(gated.expected_macs().detach()) == pytest.approx(fxprune.report(small).macs_after, rel=1e-9)
+
+
+@settings(max_examples=int(__import__("os").environ.get("FXPRUNE_PROPERTY_EXAMPLES", "60")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_transformer_stacks_prune_exactly(data):
+    """Stacks with at least one transformer block, at a sparsity that removes something."""
+    kinds = ["attention"] + data.draw(st.lists(st.sampled_from(["attention", "conv", "residual", "se"]), max_size=3),
+                                      label="blocks")
+    torch.manual_seed(data.draw(st.integers(0, 1000), label="seed"))
+    model = randomize(RandomNet(kinds, data.draw)).eval()
+    with torch.no_grad():  # non-trivial norm affines
+        for m in model.modules():
+            if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+                m.weight.uniform_(0.5, 1.5)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.normal_()
+    plan = fxprune.Plan(sparsity=data.draw(st.floats(0.3, 0.8), label="sparsity"),
+                        scope=data.draw(st.sampled_from(["local", "global"]), label="scope"),
+                        attention=data.draw(st.sampled_from(["heads", "head_dims"]), label="attention"))
+    x = torch.randn(2, 3, 4, 4)
+    small = fxprune.compile(model, plan, example_inputs=(x,))
+    rep = fxprune.report(small)
+    assert rep.max_abs_error <= 1e-4 * max(1.0, float(model(x).detach().abs().max()))
+    assert rep.params_after < rep.params_before
+    assert small(torch.randn(3, 3, 4, 4)).shape == (3, 5)
