@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import types
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -127,6 +128,17 @@ def check_finite(model: nn.Module) -> None:
 CAPTURES = ("auto", "fx", "export", "run")
 
 
+def _opaque_calls(traced: TracedModel, registry: OpRegistry) -> list[str]:
+    """Calls the fx graph keeps as one opaque Python function (``torch.fx.wrap``: torchvision's
+    ``shifted_window_attention``) and no rule knows: torch.export sees through them."""
+    out = []
+    for n in traced.eval_gm.graph.nodes:
+        if n.op == "call_function" and isinstance(n.target, types.FunctionType) and n.users and n.all_input_nodes and \
+                registry.lookup(n, lambda t: traced.eval_gm.get_submodule(t)) is None:
+            out.append(getattr(n.target, "__qualname__", str(n.target)))
+    return out
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
@@ -176,7 +188,8 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                     raise
                 fx_error = exc
         export_error: TraceError | None = None
-        if capture == "export" or (capture == "auto" and (fx_error is not None or traced.auto_leaves)):
+        opaque = _opaque_calls(traced, registry) if traced is not None else []
+        if capture == "export" or (capture == "auto" and (fx_error is not None or traced.auto_leaves or opaque)):
             try:
                 exported, cap = export_trace(model, inputs, concrete_args, leaf_modules=leaf_modules,
                                              registry=registry)
@@ -190,9 +203,12 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
             else:
                 if fx_error is not None:
                     notes.append(f"torch.fx cannot trace {type(model).__name__}.forward; captured with torch.export")
-                elif traced is not None:
+                elif traced is not None and traced.auto_leaves:
                     notes.append(f"torch.fx kept {len(traced.auto_leaves)} submodule(s) whole; captured with "
                                  "torch.export instead")
+                elif traced is not None:
+                    notes.append(f"torch.fx kept {len(opaque)} call(s) of wrapped functions whole ("
+                                 + ", ".join(sorted(set(opaque))) + "); captured with torch.export instead")
                 traced, used, specialised = exported, "export", cap.specialised
                 notes.append("captured with torch.export: the pruned model is specialised to "
                              + "; ".join(cap.specialised) + " and refuses other input shapes")

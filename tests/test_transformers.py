@@ -99,3 +99,29 @@ def test_pruned_vit_and_bert_export_to_onnx_with_parity(tmp_path, which: str) ->
     assert fxprune.report(small).macs_ratio < 0.4
     out = export_onnx(small, (x,), tmp_path / f"{which}.onnx")
     assert out.parity is not None and out.parity["ok"]
+
+
+def test_swin_shifted_windows_prune_the_residual_stream_and_heads() -> None:
+    """timm's Swin through fx (roll, channels-last padding, fresh mask tensors pass channels) and
+    torchvision's, whose window attention is one fx-wrapped function, through torch.export."""
+    timm = pytest.importorskip("timm")
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    t = randomize_for_verification(timm.create_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+                                                     embed_dim=32, depths=(2, 2), num_heads=(2, 4)).eval())
+    small = fxprune.compile(t, fxprune.Plan(sparsity=0.5), example_inputs=(x,))
+    rep = fxprune.report(small)
+    assert rep.capture == "fx" and small.patch_embed.proj.out_channels == 16
+    assert small.layers[0].blocks[0].attn.qkv.weight.shape == (48, 16)  # 1 of 2 heads of 16
+    assert small.layers[0].blocks[0].attn.relative_position_bias_table.shape[1] == 1
+    assert rep.macs_ratio < 0.32 and rep.max_abs_error <= 1e-4
+
+    v = randomize_for_verification(SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4],
+                                                   window_size=[4, 4], num_classes=10).eval())
+    small = fxprune.compile(v, fxprune.Plan(sparsity=0.5), example_inputs=(x,))
+    rep = fxprune.report(small)
+    assert rep.capture == "export" and any("shifted_window_attention" in n for n in rep.notes)
+    assert dict(small.named_parameters())["features.0.0.weight"].shape[0] == 16
+    assert rep.macs_ratio < 0.32 and rep.max_abs_error <= 1e-4

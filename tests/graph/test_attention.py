@@ -250,3 +250,53 @@ def test_attention_option_is_checked() -> None:
         fxprune.compile(a.model, fxprune.Plan(sparsity=0.5), analysis=a)
     small = fxprune.compile(a.model, fxprune.Plan(sparsity=0.5, attention="head_dims"), analysis=a)
     assert "3, 4, 4" in small.code
+
+
+class ShiftedWindows(nn.Module):
+    """Swin's channels-last plumbing: pad H and W, roll, a fresh mask tensor, un-roll, crop."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(3, c), nn.Linear(c, c), nn.Linear(c, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: B, H, W, 3
+        h = self.inp(x)
+        y = F.pad(h, (0, 0, 0, 1, 0, 1))
+        y = torch.roll(y, shifts=(-1, -1), dims=(1, 2))
+        mask = y.new_zeros(y.shape[1], y.shape[2])
+        mask[:2] = 1.0
+        y = self.mid(y) + mask[None, :, :, None]
+        y = torch.roll(y, shifts=(1, 1), dims=(1, 2))[:, : x.shape[1], : x.shape[2]]
+        return self.out(h + y)
+
+
+def test_pad_of_spatial_axes_roll_and_fresh_tensors_pass_channels() -> None:
+    torch.manual_seed(0)
+    model = randomize(ShiftedWindows()).eval()
+    small, rep = compile_checked(model, torch.randn(2, 5, 5, 3))
+    assert small.inp.out_features == small.mid.out_features == 8  # residual stream through pad and roll
+    keep = kept_rows(model.inp.weight, small.inp.weight)
+    assert kept_rows(model.mid.weight[:, keep], small.mid.weight) == keep  # one class: the residual stream
+    ref = zeroed_reference(model, small, ["inp"], ["out"])
+    with torch.no_grad():
+        drop = [i for i in range(16) if i not in keep]
+        ref.mid.weight[drop] = 0
+        ref.mid.bias[drop] = 0
+        x = torch.randn(2, 5, 5, 3)
+        torch.testing.assert_close(small(x), ref(x), atol=1e-5, rtol=1e-4)
+
+
+def test_padding_or_rolling_the_channel_axis_keeps_it() -> None:
+    class M(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.a, self.b, self.how = nn.Linear(3, 8), nn.Linear(8, 2), how
+
+        def forward(self, x):
+            y = self.a(x)
+            y = torch.roll(y, 1, dims=-1) if self.how == "roll" else F.pad(y, (0, 1))[..., :8]
+            return self.b(y)
+
+    for how in ("roll", "pad"):
+        small, _ = compile_checked(randomize(M(how)), torch.randn(2, 5, 3), expect_pruned=False)
+        assert small.a.out_features == 8

@@ -19,11 +19,11 @@ from torch import nn
 from .. import factors as fct
 from .context import RuleContext
 from ...capture.meta import multi_meta, tensor_meta
-from ..factors import Factor, Factors
+from ..factors import NO_FACTORS, Factor, Factors
 from .pointwise import elementwise
 from .registry import NO_MACS, Example, rand, register_rule
 
-__all__ = ["along_axis", "channel_shuffle", "normalize", "pad", "pixel_shuffle", "pixel_unshuffle", "reduction",
+__all__ = ["along_axis", "channel_shuffle", "new_tensor", "normalize", "pad", "roll", "pixel_shuffle", "pixel_unshuffle", "reduction",
            "resize"]
 
 _SPATIAL_MODULES = {
@@ -86,9 +86,48 @@ def resize(ctx: RuleContext) -> Factors:
 @register_rule(functions=[F.pad], cost=NO_MACS,
                example=lambda g: Example(lambda x: F.pad(x, (1, 1, 2, 0)), (rand(g, 2, 6, 3, 3),)))
 def pad(ctx: RuleContext) -> Factors:
+    """Padded axes are mixed (they gain positions); an axis padded by (0, 0) — Swin pads H and W
+    of a channels-last tensor — passes its channels."""
     x = ctx.arg(0, "input")
-    widths = ctx.arg(1, "pad")
-    return _keep_leading(ctx, x, len(widths) // 2, "padding")
+    widths = list(ctx.arg(1, "pad"))
+    nd = len(ctx.shape(x))
+    padded = {nd - 1 - k // 2 for k in range(0, len(widths) - 1, 2)
+              if not (widths[k] == 0 and widths[k + 1] == 0)}
+    out = []
+    for f in ctx.factors(x):
+        if padded & set(f.axes):
+            ctx.pin(f.ids, "padding mixes positions of this axis")
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+@register_rule(functions=[torch.roll], methods=["roll"], cost=NO_MACS, example=lambda g: Example(
+    lambda x: torch.roll(x, shifts=(1, -1), dims=(2, 3)), (rand(g, 2, 6, 4, 4),)))
+def roll(ctx: RuleContext) -> Factors:
+    """A cyclic shift along some axes (Swin's shifted windows): channels on other axes pass."""
+    x = ctx.arg(0, "input")
+    dims = ctx.arg(2, "dims", None)
+    if dims is None:
+        return ctx.barrier("roll of the flattened tensor")
+    nd = len(ctx.shape(x))
+    rolled = {d % nd for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+    out = []
+    for f in ctx.factors(x):
+        if rolled & set(f.axes):
+            ctx.pin(f.ids, "roll shifts positions of this axis")
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+@register_rule(methods=["new_empty", "new_zeros", "new_ones", "new_full"], cost=NO_MACS, example=lambda g: Example(
+    lambda x: x + x.new_zeros(x.shape[0], 1, 1, 1), (rand(g, 2, 6, 3, 3),)))
+def new_tensor(ctx: RuleContext) -> Factors:
+    """``x.new_zeros(size)``: a fresh tensor that takes only dtype and device from ``x``; it
+    carries no channels and leaves ``x``'s alone (its size, if read off a channel axis, is
+    checked as a size read)."""
+    return NO_FACTORS
 
 
 @register_rule(modules=[nn.PixelShuffle], functions=[F.pixel_shuffle], cost=NO_MACS,
