@@ -22,7 +22,7 @@ from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
 from .graph.factors import FACTORS, iter_factors, kept_indices
 from .graph.rules import REGISTRY, OpRegistry
-from .capture.signature import check_arity, unsupplied_defaults
+from .capture.signature import check_arity, unsupplied_defaults, without_cache
 from .capture.export import export_trace
 from .capture.run import run_trace
 from .capture.trace import TracedModel, propagate_shapes, trace
@@ -171,6 +171,9 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     check_finite(model)
     check_arity(model, inputs)
     fixed = unsupplied_defaults(model, inputs, concrete_args)
+    if without_cache(model, fixed):
+        notes.append("use_cache fixed to False: a key/value cache is an output whose attention heads would have "
+                     "to stay whole; the pruned model returns no cache")
     if fixed:
         notes.append("arguments not in example_inputs fixed to their defaults: "
                      + ", ".join(f"{k}={v!r}" for k, v in fixed.items())

@@ -125,3 +125,20 @@ def test_swin_shifted_windows_prune_the_residual_stream_and_heads() -> None:
     assert rep.capture == "export" and any("shifted_window_attention" in n for n in rep.notes)
     assert dict(small.named_parameters())["features.0.0.weight"].shape[0] == 16
     assert rep.macs_ratio < 0.32 and rep.max_abs_error <= 1e-4
+
+
+def test_gpt2_with_its_default_cache_setting_compiles_without_a_wrapper() -> None:
+    """``use_cache`` defaults to the config's True: the cache object is no exportable output and
+    would pin every head, so it is fixed to False and said."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=128, n_positions=32, n_embd=64, n_layer=2, n_head=4,
+                                     bos_token_id=0, eos_token_id=0)
+    assert config.use_cache
+    model = randomize_for_verification(transformers.GPT2LMHeadModel(config).eval())
+    ids = torch.randint(0, 128, (1, 16))
+    small = fxprune.compile(model, fxprune.Plan(sparsity=0.5), example_inputs=(ids,))
+    rep = fxprune.report(small)
+    assert any(n.startswith("use_cache fixed to False") for n in rep.notes)
+    assert small.transformer.h[0].attn.c_attn.weight.shape == (32, 96)  # residual 32, 2 of 4 heads x3
+    assert rep.macs_ratio < 0.35 and rep.max_abs_error <= 1e-4
+    assert small(ids).logits.shape == (1, 16, 128)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import PlanError
 
-__all__ = ["check_arity", "unsupplied_defaults"]
+__all__ = ["check_arity", "unsupplied_defaults", "without_cache"]
 
 
 def _parameters(model: nn.Module) -> list[inspect.Parameter] | None:
@@ -56,3 +56,14 @@ def unsupplied_defaults(model: nn.Module, inputs: tuple[Any, ...],
                             f"concrete_args={{'{p.name}': ...}}")
         fixed[p.name] = p.default
     return fixed
+
+
+def without_cache(model: nn.Module, fixed: dict[str, Any]) -> bool:
+    """Fix ``use_cache=False`` when the forward would return a key/value cache by default (a
+    HuggingFace model whose config has ``use_cache``): the cache is an output object torch.export
+    cannot return, and its heads would have to stay whole. True when it was fixed."""
+    if "use_cache" in fixed and fixed["use_cache"] is None and getattr(getattr(model, "config", None), "use_cache",
+                                                                       False):
+        fixed["use_cache"] = False
+        return True
+    return False

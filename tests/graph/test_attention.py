@@ -300,3 +300,21 @@ def test_padding_or_rolling_the_channel_axis_keeps_it() -> None:
     for how in ("roll", "pad"):
         small, _ = compile_checked(randomize(M(how)), torch.randn(2, 5, 3), expect_pruned=False)
         assert small.a.out_features == 8
+
+
+@pytest.mark.parametrize("attention", ["heads", "head_dims"])
+def test_cost_model_counts_a_heads_fraction_once(attention: str) -> None:
+    """The cost model at 0/1 keeps equals the pruned model's MACs: ``q @ k^T`` contracts the head
+    dims that carry the output's head classes (counted twice, the heads' fraction was squared)."""
+    from fxprune.graph.costmodel import macs_model
+
+    torch.manual_seed(0)
+    model = randomize(PackedAttention(sdpa=False)).eval()
+    x = torch.randn(2, 5, 32)
+    for plan in (fxprune.Plan(sparsity=0.5, attention=attention), fxprune.Plan(sparsity=0.25, attention=attention)):
+        small = fxprune.compile(model, plan, example_inputs=(x,))
+        rep = fxprune.report(small)
+        a = fxprune.analyse(model, x, attention=attention)
+        cm = macs_model(a.cg, a.traced.eval_gm)
+        keep = a.cg.id_kept(fxprune.resolution_of(small).pruned_roots(a.cg))
+        assert cm.evaluate(keep) == pytest.approx(rep.macs_after, rel=1e-9)

@@ -584,9 +584,13 @@ def test_unknown_function_is_a_barrier_listed_in_the_report():
         def forward(self, x):
             return self.c(mystery(self.b(self.a(x))))
 
-    small, rep = compile_checked(randomize(M()), X)
+    small, rep = compile_checked(randomize(M()), X, capture="fx")
     assert small.a.out_channels == 8 and small.b.out_channels == 16
     assert any(b.reason == "no rule for this op" and "mystery" in b.op for b in rep.barriers)
+    # the default capture sees through the wrapped function with torch.export (flip: a barrier too)
+    small, rep = compile_checked(randomize(M()), X)
+    assert rep.capture == "export" and any("mystery" in n for n in rep.notes)
+    assert small.a.out_channels == 8
 
 
 def test_namedtuple_outputs():

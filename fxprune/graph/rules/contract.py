@@ -209,10 +209,18 @@ def addmm(ctx: RuleContext) -> Factors:
     return union_aligned(ctx, present, out_shape, "addmm bias")
 
 
+def _distinct(c: CostContext, out: list[np.ndarray], more: list[np.ndarray]) -> list[np.ndarray]:
+    """``out`` plus the arrays of ``more`` whose classes the output does not carry already: the
+    contracted head dims of ``q @ k^T`` are the output's heads when whole heads are pruned, and
+    their kept fraction must count once."""
+    roots = set().union(*(c.roots(a) for a in out)) if out else set()
+    return out + [ids for ids in more if not c.roots(ids) & roots]
+
+
 @matmul.cost_formula
 def _matmul_macs(c: CostContext):
     a = c.arg(0, "input")
-    return [(math.prod(c.out_shape) * c.shape(a)[-1], c.ids() + c.axis_ids(a, -1))]
+    return [(math.prod(c.out_shape) * c.shape(a)[-1], _distinct(c, c.ids(), c.axis_ids(a, -1)))]
 
 
 @addmm.cost_formula
@@ -223,7 +231,7 @@ def _addmm_macs(c: CostContext):
     if c.node.target is torch.addbmm:  # the batch axis is summed over too
         base *= c.shape(a)[0]
         contracted += c.axis_ids(a, 0)
-    return [(base, c.ids() + contracted)]
+    return [(base, _distinct(c, c.ids(), contracted))]
 
 
 def parse_einsum(equation: str, ndims: Sequence[int]) -> tuple[list[list[str]], list[str]]:
