@@ -43,15 +43,20 @@ _SPATIAL_FUNCTIONS = {
 }
 
 
-def _keep_leading(ctx: RuleContext, x: Any, n_spatial: int, what: str) -> Factors:
-    nd = len(ctx.shape(x))
+def _pass_other_axes(ctx: RuleContext, x: Any, mixed: set[int], reason: str) -> Factors:
+    """The factors of ``x`` that avoid the ``mixed`` axes; those on them are pinned."""
     out = []
     for f in ctx.factors(x):
-        if any(a >= nd - n_spatial for a in f.axes):
-            ctx.pin(f.ids, f"{what} mixes positions of this axis")
+        if mixed & set(f.axes):
+            ctx.pin(f.ids, reason)
         else:
             out.append(f)
     return tuple(out)
+
+
+def _keep_leading(ctx: RuleContext, x: Any, n_spatial: int, what: str) -> Factors:
+    nd = len(ctx.shape(x))
+    return _pass_other_axes(ctx, x, set(range(nd - n_spatial, nd)), f"{what} mixes positions of this axis")
 
 
 def _spatial_rule(n_spatial: int):
@@ -93,13 +98,7 @@ def pad(ctx: RuleContext) -> Factors:
     nd = len(ctx.shape(x))
     padded = {nd - 1 - k // 2 for k in range(0, len(widths) - 1, 2)
               if not (widths[k] == 0 and widths[k + 1] == 0)}
-    out = []
-    for f in ctx.factors(x):
-        if padded & set(f.axes):
-            ctx.pin(f.ids, "padding mixes positions of this axis")
-        else:
-            out.append(f)
-    return tuple(out)
+    return _pass_other_axes(ctx, x, padded, "padding mixes positions of this axis")
 
 
 @register_rule(functions=[torch.roll], methods=["roll"], cost=NO_MACS, example=lambda g: Example(
@@ -112,13 +111,7 @@ def roll(ctx: RuleContext) -> Factors:
         return ctx.barrier("roll of the flattened tensor")
     nd = len(ctx.shape(x))
     rolled = {d % nd for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
-    out = []
-    for f in ctx.factors(x):
-        if rolled & set(f.axes):
-            ctx.pin(f.ids, "roll shifts positions of this axis")
-        else:
-            out.append(f)
-    return tuple(out)
+    return _pass_other_axes(ctx, x, rolled, "roll shifts positions of this axis")
 
 
 @register_rule(methods=["new_empty", "new_zeros", "new_ones", "new_full"], cost=NO_MACS, example=lambda g: Example(
