@@ -263,13 +263,13 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     plan = plan or Plan()
     a = analysis or analyse(model, example_inputs, attention=plan.attention, prune_outputs=plan.prune_outputs,
                             **trace_kwargs)
-    _check_attention(a, plan)
+    _check_structure(a, plan)
     with a.timer.stage("score"):
         return resolve_plan(plan, a.cg, module_names=a.module_names, parameters=a.parameters,
                             model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
 
 
-def _check_attention(a: Analysis, plan: Plan) -> None:
+def _check_structure(a: Analysis, plan: Plan) -> None:
     """The structural options of ``plan`` are the ones the analysis was built with."""
     for name in ("attention", "prune_outputs"):
         have, want = getattr(a.cg, name), getattr(plan, name)
