@@ -26,7 +26,6 @@ alone on the machine: the seconds are CPU wall-clock.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import subprocess
@@ -196,8 +195,6 @@ def _tp_spec(name: str, model: nn.Module) -> tuple[dict, list, Callable[[Any, nn
                                         ("all_head_size", a.query.out_features)):
                         if hasattr(a, attr):
                             setattr(a, attr, value)
-                    if hasattr(a, "config"):
-                        a.config = copy.copy(a.config)
         return heads, ignored, post
     if name == "hf:llama":
         for layer in model.model.layers:

@@ -136,16 +136,13 @@ def _merge_subsets(ctx: RuleContext, by_set: dict[tuple[str, ...], list[tuple[in
         reps = [ids for _, ids in by_set[big] if ids.shape == want]
         if not reps:
             continue
-        order = [big.index(lab) for lab in small]
-        view = [1] * len(big)
-        for k, lab in zip(order, small):
-            view[k] = sizes[lab]
-        perm = np.argsort(order)  # small's axes in big's order
+        # both keys are sorted label tuples, so small's axes already come in big's order
+        view = [sizes[lab] if lab in small else 1 for lab in big]
         for i, ids in by_set[small]:
             if ids.shape != tuple(sizes[lab] for lab in small):
                 ctx.pin(ids, "a broadcast channel cannot be removed")
                 continue
-            ctx.union(reps[0], np.broadcast_to(np.transpose(ids, perm).reshape(view), want))
+            ctx.union(reps[0], np.broadcast_to(ids.reshape(view), want))
             merged.setdefault(big, set()).add(i)
         del by_set[small]
     return merged
