@@ -28,6 +28,7 @@ from .capture.run import run_trace
 from .capture.trace import TracedModel, propagate_shapes, trace
 from .module import PrunedGraphModule
 from .passes.mask import insert_masks
+from .passes.native_norms import kept_statistics_reference, to_native_layer_norm
 from .passes.rewrite import pruned_shape, rewrite_pass
 from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parameters, verify_calls
 from .passes.verify import output_factors, verify as verify_pass
@@ -333,6 +334,13 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         changed: list = []
         small = rewrite_pass(traced, cg, id_kept, registry, PrunedGraphModule, graph_changes=changed)
         small.training = model.training
+        native = structure.layer_norm == "native"
+        if native:
+            if a.capture == "run":
+                raise PlanError("layer_norm='native' rewrites the forward code, which the run capture keeps as the "
+                                "model's own; use layer_norm='exact' (or capture='fx' / 'export')")
+            native_count = to_native_layer_norm(small, [g for g in (small.graph, small.train_graph) if g is not None])
+            small.recompile()
         if a.capture == "run":
             if changed:
                 raise ResolutionError(
@@ -353,10 +361,14 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
                 err, scale, final_notes = verify_calls(a.model, result, traced, id_kept, a.inputs, atol=atol,
                                                        rtol=rtol, extra_inputs=second_input(a.inputs))
             else:
-                err, scale = _verify(small, traced, id_kept, a.inputs, atol, rtol)
+                err, scale = _verify(small, traced, id_kept, a.inputs, atol, rtol, native_norms=native)
     rep = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan,
                   params_model=result)
     rep.notes.extend(final_notes)
+    if native and native_count:
+        rep.notes.append(f"layer_norm='native': {native_count} pruned LayerNorm(s) normalise over their kept channels "
+                         "only, so the pruned model computes a different function from the dense one (verified against "
+                         "the masked dense model with kept-channel statistics); fine-tune it")
     if cg.prune_outputs:
         rep.notes.extend(_output_widths(traced.eval_gm, id_kept))
     if result is small:
@@ -427,15 +439,19 @@ def second_input(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _verify(small: PrunedGraphModule, traced: TracedModel, id_kept: np.ndarray, inputs: tuple[Any, ...],
-            atol: float, rtol: float) -> tuple[float, float]:
-    """Verify every graph on the example inputs and on ``second_input(inputs)``."""
+            atol: float, rtol: float, native_norms: bool = False) -> tuple[float, float]:
+    """Verify every graph on the example inputs and on ``second_input(inputs)``; with
+    ``native_norms`` against the reference whose LayerNorms use kept-channel statistics."""
     pairs = [(small.graph, traced.eval_gm, "eval")]
     if traced.train_gm is not None:
         pairs.append((small.train_graph, traced.train_gm, "train"))
     err = scale = 0.0
     extra = second_input(inputs)
     for graph, dense, mode in pairs:
-        e, s = verify_pass(small, graph, dense, insert_masks(dense, id_kept), inputs, id_kept, atol=atol, rtol=rtol,
+        masked = insert_masks(dense, id_kept)
+        if native_norms:
+            kept_statistics_reference(masked, id_kept)
+        e, s = verify_pass(small, graph, dense, masked, inputs, id_kept, atol=atol, rtol=rtol,
                            mode=mode, extra_inputs=extra)
         err, scale = max(err, e), max(scale, s)
     return err, scale

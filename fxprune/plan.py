@@ -19,10 +19,11 @@ from .errors import PlanError, ResolutionError
 from .graph.latency import LATENCY_BACKENDS
 from .jsonio import JsonRecord
 
-__all__ = ["ATTENTION", "GroupChoice", "Plan", "Resolution", "SCOPES"]
+__all__ = ["ATTENTION", "GroupChoice", "LAYER_NORM", "Plan", "Resolution", "SCOPES"]
 
 SCOPES = ("local", "global")
 ATTENTION = ("heads", "head_dims")
+LAYER_NORM = ("exact", "native")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Plan(JsonRecord):
         ``last_hidden_state`` *is* the residual stream; keep one output whole with ``ignore`` on
         the layer that produces it. The pruned model returns the kept channels only (the report
         notes each output that lost width) and is verified against the masked dense model on them.
+    layer_norm: the form of a LayerNorm whose channels are pruned. ``"exact"`` (the default)
+        keeps the dense channel count in its statistics (``DenseLayerNorm``), so the pruned model
+        equals the masked dense one. ``"native"`` uses a plain ``nn.LayerNorm(K)`` over the kept
+        channels: the standard op every backend fuses, but a different function (the report says
+        so; fine-tune afterwards). It is verified against the masked dense model whose LayerNorms
+        compute their statistics over the kept channels. RMSNorm is exact in its native form.
     """
 
     sparsity: float | None = None
@@ -83,6 +90,7 @@ class Plan(JsonRecord):
     backend: str | None = None
     attention: str = "heads"
     prune_outputs: bool = False
+    layer_norm: str = "exact"
 
     JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
@@ -112,6 +120,9 @@ class Plan(JsonRecord):
         if self.attention not in ATTENTION:
             raise PlanError(f"attention must be one of {ATTENTION} (whole heads, or the same head dims in every "
                             f"head), got {self.attention!r}")
+        if self.layer_norm not in LAYER_NORM:
+            raise PlanError(f"layer_norm must be one of {LAYER_NORM} (dense-count statistics, exact; or nn.LayerNorm "
+                            f"over the kept channels, a different function), got {self.layer_norm!r}")
         if self.scope is not None and self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if not isinstance(self.round_to, int) or self.round_to < 1:

@@ -57,3 +57,76 @@ def test_pruned_layer_norm_exports_to_onnx_with_parity(tmp_path) -> None:
     small = fxprune.compile(PreNorm().eval(), fxprune.Plan(sparsity=0.5), example_inputs=(torch.randn(2, 7, 16),))
     out = export_onnx(small, (torch.randn(2, 7, 16),), tmp_path / "m.onnx")
     assert out.parity is not None and out.parity["ok"]
+
+
+def _kept_rows(small_w: torch.Tensor, dense_w: torch.Tensor) -> list[int]:
+    """Indices of the dense rows the pruned weight kept (matched by value)."""
+    return [int((dense_w == row).all(1).nonzero()[0]) for row in small_w]
+
+
+def test_native_layer_norm_is_a_plain_layer_norm_over_the_kept_channels() -> None:
+    torch.manual_seed(0)
+    model = PreNorm().eval()
+    with torch.no_grad():
+        for m in (model.n1, model.n2):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_()
+    x = torch.randn(2, 7, 16)
+    small = fxprune.compile(model, fxprune.Plan(sparsity=0.5, layer_norm="native"), example_inputs=(x,))
+    assert type(small.n1) is nn.LayerNorm and type(small.n2) is nn.LayerNorm
+    keep = _kept_rows(small.embed.weight, model.embed.weight)
+    assert small.n1.normalized_shape == (len(keep),) == (16,)
+    hidden = _kept_rows(small.fc1.weight, model.fc1.weight[:, keep])
+    # an independent reference: the dense weights sliced by hand, norms over the kept channels
+    with torch.no_grad():
+        h = model.embed(x)[..., keep]
+        n1 = F.layer_norm(h, (len(keep),), model.n1.weight[keep], model.n1.bias[keep])
+        mid = F.gelu(F.linear(n1, model.fc1.weight[hidden][:, keep], model.fc1.bias[hidden]))
+        h = h + F.linear(mid, model.fc2.weight[keep][:, hidden], model.fc2.bias[keep])
+        n2 = F.layer_norm(h, (len(keep),), model.n2.weight[keep], model.n2.bias[keep])
+        ref = F.linear(n2, model.head.weight[:, keep], model.head.bias)
+        torch.testing.assert_close(small(x), ref)
+        exact = fxprune.compile(model, fxprune.Plan(sparsity=0.5), example_inputs=(x,))
+        assert (small(x) - exact(x)).abs().max() > 1e-3  # a different function from the exact form
+    rep = fxprune.report(small)
+    assert rep.max_abs_error <= 1e-5 and any("layer_norm='native'" in n and "fine-tune" in n for n in rep.notes)
+
+
+def test_native_layer_norm_verification_is_not_vacuous() -> None:
+    """The native model fails against the exact reference: the kept-statistics reference is what
+    it passes, so a wrong native rewrite would be caught."""
+    from fxprune.compiler import _verify, analyse
+    from fxprune.errors import VerificationError
+
+    torch.manual_seed(0)
+    model = PreNorm().eval()
+    x = torch.randn(2, 7, 16)
+    plan = fxprune.Plan(sparsity=0.5, layer_norm="native")
+    a = analyse(model, (x,))
+    small = fxprune.compile(model, plan, analysis=a)
+    id_kept = a.cg.id_kept(fxprune.compiler.resolve(model, plan, analysis=a).pruned_roots(a.cg))
+    _verify(small, a.traced, id_kept, a.inputs, 1e-5, 1e-4, native_norms=True)
+    with pytest.raises(VerificationError):
+        _verify(small, a.traced, id_kept, a.inputs, 1e-5, 1e-4, native_norms=False)
+
+
+def test_native_layer_norm_functional_form_and_bad_values() -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.w, self.b = nn.Linear(8, 16), nn.Parameter(torch.rand(16) + 0.5), nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h + F.layer_norm(h, (16,), self.w, None))
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    small = fxprune.compile(Functional(), fxprune.Plan(sparsity=0.5, layer_norm="native"), example_inputs=(x,))
+    targets = [n.target for n in small.graph.nodes if n.op == "call_function"]
+    assert F.layer_norm in targets and fxprune.report(small).max_abs_error <= 1e-5
+    with pytest.raises(fxprune.PlanError, match="layer_norm"):
+        fxprune.Plan(layer_norm="kept")
+    with pytest.raises(fxprune.PlanError, match="run capture"):
+        fxprune.compile(PreNorm(), fxprune.Plan(layer_norm="native"), example_inputs=(torch.randn(2, 7, 16),),
+                        capture="run")
