@@ -41,3 +41,16 @@ def test_prune_to_a_flops_budget_with_a_data_criterion(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert 0.49 <= report["macs_after"] / report["macs_before"] <= 0.5
     assert fxprune.Plan.from_json(tmp_path / "plan.json").flops == 0.5
+
+
+def test_structure_options_reach_the_plan(tmp_path, capsys):
+    rc = main(["prune", "--model", "cifar:resnet20", "--sparsity", "0.25", "--attention", "head_dims",
+               "--layer-norm", "native", "--prune-outputs", "--out", str(tmp_path)])
+    assert rc == 0
+    plan = fxprune.Plan.from_json(tmp_path / "plan.json")
+    assert (plan.attention, plan.layer_norm, plan.prune_outputs) == ("head_dims", "native", True)
+    import pytest
+
+    with pytest.raises(SystemExit):  # argparse refuses a value outside the choices
+        main(["prune", "--model", "cifar:resnet20", "--layer-norm", "kept", "--out", str(tmp_path)])
+    assert "kept" in capsys.readouterr().err

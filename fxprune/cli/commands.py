@@ -29,7 +29,7 @@ from ..models import get_model
 from ..module import save
 from ..plan import Plan
 from ..report import RESOLUTION_KEY, report
-from .common import _calibration, _fmt, _pruned_from_args, out_dir
+from .common import _calibration, _fmt, _pruned_from_args, out_dir, structure_options
 
 __all__ = ["cmd_analyze", "cmd_bench", "cmd_export", "cmd_prune"]
 
@@ -43,7 +43,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     budget = {"flops": args.flops} if args.flops is not None else {"params": args.params} if args.params is not None \
         else {"sparsity": args.sparsity if args.sparsity is not None else 0.5}
     plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, min_channels=args.min_channels,
-                ignore=args.ignore or (), seed=args.seed, **budget)
+                ignore=args.ignore or (), seed=args.seed, **budget, **structure_options(args))
     data = _calibration(args.data, shape, args.batches, args.seed)
     what = ", ".join(f"{k}={v:g}" for k, v in budget.items())
     with console.status(f"compiling {args.model} at {what} ({args.criterion}, {plan.scope})"):

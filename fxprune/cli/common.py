@@ -24,7 +24,7 @@ from ..apps.cp.data import synthetic_infant_movements
 from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
 from ..models import get_model
-from ..plan import Plan
+from ..plan import ATTENTION, LAYER_NORM, Plan
 
 __all__ = ["out_dir"]
 
@@ -113,7 +113,7 @@ def _pruned_from_args(args: argparse.Namespace, console: Console):
             budget = {"latency": args.latency}
             extra = {"backend": args.latency_backend}
         plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, seed=args.seed, **budget,
-                    **extra)
+                    **extra, **structure_options(args))
     with console.status(f"compiling {args.model}"):
         small = compiler.compile(model, plan, example_inputs=(x,))
     return model, small, x, plan
@@ -133,5 +133,17 @@ def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) ->
     p.add_argument("--criterion", default="l1")
     p.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
     p.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this (8/16 for ORT CPU)")
+    p.add_argument("--attention", choices=list(ATTENTION), default="heads",
+                   help="prune attention by whole heads (default) or by the same head dims in every head")
+    p.add_argument("--layer-norm", choices=list(LAYER_NORM), default="exact",
+                   help="pruned LayerNorms keep the dense count (exact, default) or become nn.LayerNorm over the kept "
+                        "channels (native: faster, a different function; fine-tune)")
+    p.add_argument("--prune-outputs", action="store_true", help="the model's outputs may lose channels too (backbones)")
     p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
     p.add_argument("--seed", type=int, default=0)
+
+
+def structure_options(args: argparse.Namespace) -> dict:
+    """The plan's structural options from the command line (absent on older sub-commands)."""
+    return {"attention": getattr(args, "attention", "heads"), "layer_norm": getattr(args, "layer_norm", "exact"),
+            "prune_outputs": bool(getattr(args, "prune_outputs", False))}
