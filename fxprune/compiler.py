@@ -162,8 +162,9 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
     forward or had to keep submodules whole; one run when both fail)."""
     if not isinstance(model, nn.Module):
         raise PlanError(f"fxprune prunes torch.nn.Module instances, got {type(model).__name__}")
-    if attention not in ATTENTION:
-        raise PlanError(f"attention={attention!r}: use one of {', '.join(map(repr, ATTENTION))}")
+    if attention not in ATTENTION or attention == "both":
+        raise PlanError(f"attention={attention!r}: an analysis holds one structure, 'heads' or 'head_dims' "
+                        "(attention='both' is two compiles in turn: give it to compile in a Plan)")
     if capture not in CAPTURES:
         raise PlanError(f"capture={capture!r}: use one of {', '.join(map(repr, CAPTURES))}")
     model, notes = unwrap(model)
@@ -262,6 +263,9 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
             **trace_kwargs: Any) -> Resolution:
     """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
     plan = plan or Plan()
+    if plan.attention == "both":
+        raise PlanError("attention='both' picks the head dims on the model its heads stage built, so it has no "
+                        "resolution before compiling: call compile, then fxprune.resolution_of(small)")
     a = analysis or analyse(model, example_inputs, attention=plan.attention, prune_outputs=plan.prune_outputs,
                             **trace_kwargs)
     _check_structure(a, plan)
@@ -319,6 +323,16 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
     structure = plan or (resolution.plan if resolution is not None else None) or Plan()
+    if structure.attention == "both":
+        if analysis is not None:
+            raise PlanError("attention='both' analyses the model once per stage; call compile without analysis=")
+        from .staged import compile_both  # the two-stage compile calls back into this function
+
+        return compile_both(compile, analyse, model, plan, example_inputs, resolution,
+                            {"verify": verify, "atol": atol, "rtol": rtol, "calibration_data": calibration_data,
+                             "calibration_loss": calibration_loss},
+                            {"leaf_modules": leaf_modules, "concrete_args": concrete_args, "registry": registry,
+                             "capture": capture})
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
                             registry=registry, capture=capture, attention=structure.attention,
                             prune_outputs=structure.prune_outputs)

@@ -22,7 +22,7 @@ from .jsonio import JsonRecord
 __all__ = ["ATTENTION", "GroupChoice", "LAYER_NORM", "Plan", "Resolution", "SCOPES"]
 
 SCOPES = ("local", "global")
-ATTENTION = ("heads", "head_dims")
+ATTENTION = ("heads", "head_dims", "both")
 LAYER_NORM = ("exact", "native")
 
 
@@ -60,7 +60,10 @@ class Plan(JsonRecord):
         heads (their q/k/v rows and out-projection columns; under grouped-query attention a
         key/value head with its group of query heads), ``"head_dims"`` the same positions of
         the head dim in every head (q/k dims keep the dense 1/sqrt(d) scale; v's dims apart).
-        Rotary embeddings keep the head dim whole in both modes.
+        ``"both"`` does the two in turn: whole heads, then the same dims in every kept head, each
+        taking 1 - sqrt(1 - s) of an attention group's sparsity s (so the attention width keeps
+        the fraction 1 - s, as in the other modes); a sparsity plan only. Rotary embeddings keep
+        their frequency pairs together.
     prune_outputs: the model's outputs may lose channels too (default False: every output keeps
         its width). For a backbone whose consumer is rebuilt or fine-tuned — a BertModel whose
         ``last_hidden_state`` *is* the residual stream; keep one output whole with ``ignore`` on
@@ -118,8 +121,11 @@ class Plan(JsonRecord):
         if not isinstance(self.prune_outputs, bool):
             raise PlanError(f"prune_outputs is True or False, got {self.prune_outputs!r}")
         if self.attention not in ATTENTION:
-            raise PlanError(f"attention must be one of {ATTENTION} (whole heads, or the same head dims in every "
-                            f"head), got {self.attention!r}")
+            raise PlanError(f"attention must be one of {ATTENTION} (whole heads, the same head dims in every "
+                            f"head, or both in turn), got {self.attention!r}")
+        if self.attention == "both" and given and given[0] != "sparsity":
+            raise PlanError(f"attention='both' splits a sparsity between heads and head dims; a {given[0]} budget "
+                            "is searched over one structure: use attention='heads' or 'head_dims' with it")
         if self.layer_norm not in LAYER_NORM:
             raise PlanError(f"layer_norm must be one of {LAYER_NORM} (dense-count statistics, exact; or nn.LayerNorm "
                             f"over the kept channels, a different function), got {self.layer_norm!r}")
@@ -201,10 +207,13 @@ class GroupChoice:
 
 @dataclass
 class Resolution(JsonRecord):
-    """Kept channel indices per group, keyed by the group's first producer (``param@axis``)."""
+    """Kept channel indices per group, keyed by the group's first producer (``param@axis``).
+    ``then``: the resolution of a second stage, applied to the model this one prunes
+    (``Plan(attention="both")``: whole heads, then head dims); at most one level."""
 
     groups: dict[str, GroupChoice]
     plan: Plan | None = None
+    then: Resolution | None = None
 
     FORMAT = "fxprune.resolution/1"
     JSON_WHAT, JSON_ERROR = "resolution", ResolutionError
@@ -243,17 +252,24 @@ class Resolution(JsonRecord):
         return sum(c.size - len(c.keep) for c in self.groups.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": self.FORMAT,
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "groups": {k: {"size": c.size, "keep": list(map(int, c.keep)), "modules": c.modules,
                            "signature": c.signature} for k, c in self.groups.items()},
         }
+        if self.then is not None:
+            d["then"] = self.then.to_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Resolution:
-        if d.get("format") != cls.FORMAT:
-            raise ResolutionError(f"not an fxprune resolution (format {d.get('format')!r})")
+    def from_dict(cls, d: Mapping[str, Any], *, nested: bool = False) -> Resolution:
+        if not isinstance(d, Mapping) or d.get("format") != cls.FORMAT:
+            raise ResolutionError(f"not an fxprune resolution (format {d.get('format') if isinstance(d, Mapping) else d!r})")
         groups = {k: GroupChoice(int(v["size"]), [int(i) for i in v["keep"]], list(v.get("modules", [])),
                                  str(v.get("signature", ""))) for k, v in d["groups"].items()}
-        return cls(groups, Plan.from_dict(d["plan"]) if d.get("plan") else None)
+        then = d.get("then")
+        if then is not None and nested:
+            raise ResolutionError("a resolution has at most two stages (its 'then' has no 'then')")
+        return cls(groups, Plan.from_dict(d["plan"]) if d.get("plan") else None,
+                   cls.from_dict(then, nested=True) if then is not None else None)

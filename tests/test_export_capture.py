@@ -73,6 +73,23 @@ def test_auto_falls_back_to_export_when_fx_cannot_trace_and_refuses_other_shapes
     assert small.features[0].weight.grad is not None
 
 
+def test_export_captured_model_prunes_again_also_after_loading(tmp_path):
+    """The input guards stay one call each when fx traces the pruned model (or its .fxp copy)
+    again: a second compile prunes further and still refuses other shapes."""
+    torch.manual_seed(0)
+    model = ShapeBranchVGG().eval()
+    x = torch.randn(2, 3, 16, 16)
+    small = _compile(model, (x,))
+    fxprune.save(small, tmp_path / "small.fxp")
+    for first in (small, fxprune.load(tmp_path / "small.fxp")):
+        again = _compile(first, (x,))
+        rep = fxprune.report(again)
+        assert rep.capture == "fx" and rep.macs_ratio < 0.6 and rep.max_abs_error <= 1e-4
+        assert again.get_submodule("features.0").out_channels < first.get_submodule("features.0").out_channels
+        with pytest.raises(ShapeSpecialisationError):
+            again(torch.randn(3, 3, 16, 16))
+
+
 def test_list_of_images_and_dict_output():
     torch.manual_seed(0)
     model = ImageList().eval()

@@ -433,10 +433,12 @@ def _input_nodes(t: _Translation, model: nn.Module, inputs: tuple[Any, ...], fix
             label += f"[{k!r}]"
         t.env[uname] = node
         if isinstance(leaf, torch.Tensor):
-            t.graph.call_function(expect_shape, (node, tuple(leaf.shape), label))
+            guard = t.graph.call_function(expect_shape, (node, tuple(leaf.shape), label))
+            guard.meta["is_wrapped"] = True  # the generated code re-wraps it: fx can trace the pruned model again
             guards.append(f"{label}: shape {tuple(leaf.shape)}")
         elif isinstance(leaf, _SIMPLE):
-            t.graph.call_function(expect_value, (node, leaf, label))
+            guard = t.graph.call_function(expect_value, (node, leaf, label))
+            guard.meta["is_wrapped"] = True
             guards.append(f"{label} = {leaf!r}")
     return guards
 

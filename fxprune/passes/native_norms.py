@@ -37,6 +37,7 @@ def to_native_layer_norm(root: nn.Module, graphs: list[fx.Graph]) -> int:
             if n.op == "call_function" and n.target is dense_layer_norm:
                 x, shape, weight, bias, eps = n.args[:5]
                 n.target, n.args, n.kwargs = F.layer_norm, (x, shape, weight, bias, eps), {}
+                n.meta.pop("is_wrapped", None)  # a torch function: no wrap() line in the generated code
                 changed += 1
     return changed
 

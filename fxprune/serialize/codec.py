@@ -205,6 +205,8 @@ def graph_from_spec(spec: Any, trusted: bool, attrs: dict[str, Any], modules: di
                 and (len(args) < 2 or args[1] not in safelist.ALLOWED_GETATTR):
             raise SerializationError(f"{where}: reading attribute {args[1:2]!r:.60} is not allowed")
         node = graph.create_node(op, target, tuple(args), kwargs, name=name)
+        if op == "call_function" and safelist.is_fx_wrapped(target):
+            node.meta["is_wrapped"] = True  # as tracing marks it: the loaded model can be traced (pruned) again
         if node.name != name:
             raise SerializationError(f"{where}: node name could not be restored")
         nodes[name] = node

@@ -194,6 +194,17 @@ def _torchvision_wrapped() -> dict[str, Any]:
     return out
 
 
+def is_fx_wrapped(fn: Any) -> bool:
+    """Whether ``fn`` is registered with ``torch.fx.wrap`` (by identity): its graph nodes must carry
+    ``is_wrapped`` so that the generated code wraps it again and fx can trace the model again."""
+    import torch.fx._symbolic_trace as st
+
+    for (_, name), globs in list(getattr(st, "_wrapped_fns_to_patch", {}).items()):
+        if isinstance(globs, dict) and globs.get(name) is fn:
+            return True
+    return False
+
+
 @functools.cache
 def _denied_objects() -> tuple[Any, ...]:
     return (operator.call if hasattr(operator, "call") else None, operator.attrgetter, operator.methodcaller,

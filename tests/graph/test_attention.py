@@ -244,12 +244,87 @@ def test_attention_dropout_does_not_fail_the_train_graph() -> None:
 
 def test_attention_option_is_checked() -> None:
     with pytest.raises(PlanError, match="attention must be one of"):
-        fxprune.Plan(attention="both")
+        fxprune.Plan(attention="all")
+    with pytest.raises(PlanError, match="attention='both' splits a sparsity"):
+        fxprune.Plan(attention="both", flops=0.5)
+    with pytest.raises(PlanError, match="one structure"):
+        fxprune.analyse(PackedAttention().eval(), torch.randn(1, 3, 32), attention="both")
+    with pytest.raises(PlanError, match="no resolution before compiling"):
+        fxprune.resolve(PackedAttention().eval(), fxprune.Plan(attention="both"), torch.randn(1, 3, 32))
     a = fxprune.analyse(PackedAttention().eval(), torch.randn(1, 3, 32), attention="head_dims")
     with pytest.raises(PlanError, match="attention='head_dims'"):
         fxprune.compile(a.model, fxprune.Plan(sparsity=0.5), analysis=a)
     small = fxprune.compile(a.model, fxprune.Plan(sparsity=0.5, attention="head_dims"), analysis=a)
     assert "3, 4, 4" in small.code
+
+
+@pytest.mark.parametrize("sdpa", [True, False])
+def test_both_removes_whole_heads_then_the_same_dims_in_every_kept_head(sdpa: bool) -> None:
+    """sparsity 0.75 keeps a quarter of the attention width: half the heads, and half the dims
+    of each kept head; the result is the dense model with all other rows zeroed."""
+    torch.manual_seed(0)
+    model = randomize(PackedAttention(sdpa=sdpa)).eval()
+    x = torch.randn(2, 5, 32)
+    small, rep = compile_checked(model, x, plan=fxprune.Plan(sparsity=0.75, attention="both"))
+    rows = kept_rows(model.qkv.weight, small.qkv.weight)
+    q_rows = [r for r in rows if r < 32]
+    dims = heads_of(q_rows, 8)
+    assert len(dims) == 2 and dims[0] == dims[1] and len(dims[0]) == 4  # 2 of 4 heads, the same 4 of 8 dims
+    assert [r - 32 for r in rows if 32 <= r < 64] == q_rows
+    assert "3, 2, 4" in small.code
+    ref = zeroed_reference(model, small, ["qkv"], ["o"])
+    with torch.no_grad():
+        x2 = torch.randn(3, 7, 32)
+        torch.testing.assert_close(small(x2), ref(x2), atol=1e-5, rtol=1e-4)
+    assert rep.macs_before == fxprune.report(fxprune.compile(model, fxprune.Plan(sparsity=0.0),
+                                                             example_inputs=(x,))).macs_before
+    assert any("attention='both'" in n for n in rep.notes)
+    # the two-stage resolution, saved as JSON, gives the same model back
+    res = fxprune.Resolution.from_json(fxprune.resolution_of(small).to_json())
+    assert res.then is not None and res.plan.attention == "both"
+    again = fxprune.compile(model, resolution=res, example_inputs=(x,))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x2), small(x2), atol=0, rtol=0)
+    one_stage = fxprune.Resolution(res.groups, res.plan)
+    with pytest.raises(fxprune.ResolutionError, match="two stages"):
+        fxprune.compile(model, resolution=one_stage, example_inputs=(x,))
+
+
+def test_both_on_grouped_query_attention_with_rotary_embeddings() -> None:
+    torch.manual_seed(0)
+    model = randomize(GroupedQueryAttention(dim=32, heads=4, kv_heads=2, rope=True)).eval()
+    model.inv_freq.copy_(1.0 / 10000 ** (torch.arange(0, 8, 2).float() / 8))
+    x = torch.randn(2, 6, 32)
+    small, _ = compile_checked(model, x, plan=fxprune.Plan(sparsity=0.75, attention="both"))
+    assert len(kept_rows(model.k.weight, small.k.weight)) == 4  # one kv head left, 2 of its 4 rotary pairs
+    assert len(kept_rows(model.v.weight, small.v.weight)) == 4
+    q = kept_rows(model.q.weight, small.q.weight)
+    dims = heads_of(q, 8)
+    assert len(dims) == 2 and dims[0] == dims[1] and len(dims[0]) == 4  # one kv group, 2 rotary pairs
+    assert all((i + 4) in dims[0] for i in dims[0] if i < 4)
+    ref = zeroed_reference(model, small, ["q", "k", "v"], ["o"])
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), ref(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["heads", "head_dims"])
+def test_multi_query_attention_prunes_query_heads_or_the_shared_dims(attention: str) -> None:
+    """One key/value head read by every query head (``enable_gqa``): whole query heads go on
+    their own (the shared head stays), or the same dims of q, k and v everywhere."""
+    torch.manual_seed(0)
+    model = randomize(GroupedQueryAttention(dim=32, heads=4, kv_heads=1)).eval()
+    x = torch.randn(2, 6, 32)
+    small, _ = compile_checked(model, x, plan=fxprune.Plan(sparsity=0.5, attention=attention))
+    q, k = kept_rows(model.q.weight, small.q.weight), kept_rows(model.k.weight, small.k.weight)
+    if attention == "heads":
+        assert [len(h) for h in heads_of(q, 8)] == [8, 8] and len(k) == 8
+    else:
+        dims = heads_of(q, 8)
+        assert len(dims) == 4 and all(d == dims[0] for d in dims) and k == dims[0]
+    ref = zeroed_reference(model, small, ["q", "k", "v"], ["o"])
+    with torch.no_grad():
+        x2 = torch.randn(3, 5, 32)
+        torch.testing.assert_close(small(x2), ref(x2), atol=1e-5, rtol=1e-4)
 
 
 class ShiftedWindows(nn.Module):

@@ -72,6 +72,7 @@ def contract(ctx: RuleContext, operands: Sequence[tuple[Any, Sequence[str]]], ou
             key = tuple(labs[k] for k in order)
             by_set.setdefault(key, []).append((i, np.transpose(f.ids, order)))
     merged = _merge_subsets(ctx, by_set, sizes, out_labels)
+    _merge_contracted_subsets(ctx, by_set, sizes, out_labels, merged, what)
     keys = list(by_set)
     overlapping = {a for a in keys for b in keys if a != b and set(a) & set(b)}
     out: list[Factor] = []
@@ -146,6 +147,35 @@ def _merge_subsets(ctx: RuleContext, by_set: dict[tuple[str, ...], list[tuple[in
             merged.setdefault(big, set()).add(i)
         del by_set[small]
     return merged
+
+
+def _merge_contracted_subsets(ctx: RuleContext, by_set: dict[tuple[str, ...], list[tuple[int, np.ndarray]]],
+                              sizes: dict[str, int], out_labels: Sequence[str],
+                              merged: dict[tuple[str, ...], set[int]], what: str) -> None:
+    """A factor over contracted labels only that are a proper subset of one other factor's
+    labels, which also has kept ones: the head dims of a key that every query head shares
+    (multi-query attention: one kv head, broadcast). Whole-head pruning keeps those dims, so it is
+    pinned (and the query heads stay free); by head dims it is unioned into the bigger factor,
+    broadcast over its other labels (a dim goes in every head and in the key together)."""
+    for small in sorted(by_set, key=len):
+        if small not in by_set or any(lab in out_labels for lab in small):
+            continue
+        bigger = [b for b in by_set if b != small and set(small) < set(b)]
+        if len(bigger) != 1 or not any(lab in out_labels for lab in bigger[0]):
+            continue
+        big = bigger[0]
+        want = tuple(sizes[lab] for lab in big)
+        reps = [ids for _, ids in by_set[big] if ids.shape == want]
+        if not reps:
+            continue
+        for i, ids in by_set.pop(small):
+            if ctx.cg.attention == "heads" or ids.shape != tuple(sizes[lab] for lab in small):
+                ctx.pin(ids, f"{what}: dims of a key shared by every head, which whole-head pruning keeps"
+                        if ctx.cg.attention == "heads" else "a broadcast channel cannot be removed")
+                continue
+            view = [sizes[lab] if lab in small else 1 for lab in big]
+            ctx.union(reps[0], np.broadcast_to(ids.reshape(view), want))
+            merged.setdefault(big, set()).add(i)
 
 
 def _batch_labels(n: int) -> list[str]:
@@ -309,6 +339,18 @@ def sdpa(ctx: RuleContext) -> Any:
     for f in scores:
         if f not in weights.factors:
             ctx.pin(f.ids, "attention: channels on the query or key position axis")
+    head = len(batch) - 1
+    if ctx.cg.attention == "heads" and batch and any(head in f.axes for f in weights.factors):
+        # one value head shared by every query head (multi-query): the output is heads x v's dims,
+        # a product no single channel class can describe; whole-head pruning keeps v's dims
+        vs, vf = _shape(ctx, v), _factors(ctx, v)
+        off = len(batch) - (len(vs) - 2)
+        shared = [f for f in vf if head - off not in f.axes]
+        if shared and not any(head - off in f.axes for f in vf):
+            for f in shared:
+                ctx.pin(f.ids, "attention: dims of a value head shared by every query head, which whole-head "
+                        "pruning keeps")
+            v = Operand(vs, ())
     return contract(ctx, [(weights, batch + ["L", "S"]), (v, labels(v, ["S", "V"]))], batch + ["L", "V"],
                     "attention values", pinned_labels=("S",))
 
@@ -320,6 +362,8 @@ def _repeat_heads(ctx: RuleContext, x: Any, q_shape: Sequence[int]) -> Operand |
     if axis < 0 or len(q_shape) != len(s) or q_shape[axis] % s[axis]:
         return None
     g = q_shape[axis] // s[axis]
+    if s[axis] == 1 and not any(axis in f.axes for f in ctx.factors(x)):
+        return Operand(s, ctx.factors(x))  # one kv head (multi-query): broadcast to every head, fixes none
     shape = (*s[:axis], q_shape[axis], *s[axis + 1:])
     out = []
     for f in ctx.factors(x):

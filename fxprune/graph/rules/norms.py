@@ -169,4 +169,5 @@ def _rewrite_layer_norm(r) -> None:
     bias = args[3] if len(new.args) > 3 else kw.get("bias")
     eps = args[4] if len(new.args) > 4 else kw.get("eps", 1e-5)
     new.target = dense_layer_norm
+    new.meta["is_wrapped"] = True  # the generated code re-wraps it, so fx traces the pruned model as one call
     new.args, new.kwargs = (x, (k,), weight, bias, 1e-5 if eps is None else eps, d), {}
