@@ -34,6 +34,7 @@ from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parame
 from .passes.verify import output_factors, verify as verify_pass
 from .plan import ATTENTION, Plan, Resolution
 from .planner import resolve as resolve_plan
+from .staged import compile_both
 from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
 __all__ = ["Analysis", "VERIFY_SEED", "analyse", "as_inputs", "check_finite", "check_inputs", "compile",
@@ -326,8 +327,6 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     if structure.attention == "both":
         if analysis is not None:
             raise PlanError("attention='both' analyses the model once per stage; call compile without analysis=")
-        from .staged import compile_both  # the two-stage compile calls back into this function
-
         return compile_both(compile, analyse, model, plan, example_inputs, resolution,
                             {"verify": verify, "atol": atol, "rtol": rtol, "calibration_data": calibration_data,
                              "calibration_loss": calibration_loss},

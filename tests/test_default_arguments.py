@@ -69,3 +69,16 @@ class NeedsTwo(nn.Module):
 def test_unsupplied_argument_without_default_is_named():
     with pytest.raises(PlanError, match="`mask`.*no default"):
         fxprune.compile(NeedsTwo(), fxprune.Plan(sparsity=0.5), example_inputs=(torch.randn(2, 4),))
+
+
+def test_loading_a_model_with_fixed_none_arguments_leaves_later_traces_working(tmp_path) -> None:
+    """A fixed ``scale=None`` puts fx's own ``_assert_is_none`` into the graph; loading the saved
+    model once marked it wrapped, and the generated ``wrap()`` of its dotted name broke every
+    later trace in the process (KeyError)."""
+    model = WithFlags().eval()
+    small = fxprune.compile(model, fxprune.Plan(sparsity=0.5), example_inputs=(_x(),))
+    fxprune.save(small, tmp_path / "m.fxp")
+    loaded = fxprune.load(tmp_path / "m.fxp")
+    torch.testing.assert_close(loaded(_x()), small(_x()))
+    again = fxprune.compile(WithFlags().eval(), fxprune.Plan(sparsity=0.5), example_inputs=(_x(),), capture="fx")
+    assert fxprune.report(again).capture == "fx"

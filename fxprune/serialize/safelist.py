@@ -196,9 +196,13 @@ def _torchvision_wrapped() -> dict[str, Any]:
 
 def is_fx_wrapped(fn: Any) -> bool:
     """Whether ``fn`` is registered with ``torch.fx.wrap`` (by identity): its graph nodes must carry
-    ``is_wrapped`` so that the generated code wraps it again and fx can trace the model again."""
+    ``is_wrapped`` so that the generated code wraps it again and fx can trace the model again.
+    torch's own (``_assert_is_none``) are not: the generated code reaches them through ``torch.``
+    and a ``wrap()`` of that dotted name breaks every later trace in the process."""
     import torch.fx._symbolic_trace as st
 
+    if str(getattr(fn, "__module__", "")).split(".")[0] == "torch":
+        return False
     for (_, name), globs in list(getattr(st, "_wrapped_fns_to_patch", {}).items()):
         if isinstance(globs, dict) and globs.get(name) is fn:
             return True
