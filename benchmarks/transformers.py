@@ -9,7 +9,8 @@ swin_tiny_patch4_window7_224; HuggingFace BertModel (bert-base config, 128 token
 (base config), GPT2LMHeadModel (the 124M config, 128 tokens, no cache), LlamaForCausalLM (4 layers,
 width 256, 8 query / 4 key-value heads, 128 tokens, no cache). Images are 1x3x224x224.
 
-fxprune runs ``compile`` at ``sparsity=0.5`` (local) and at ``flops=0.5, scope="global"``, with
+fxprune runs ``compile`` at ``sparsity=0.5`` (local), at ``sparsity=0.5, attention="both"`` and at
+``flops=0.5, scope="global"``, with
 verification (for the two HuggingFace backbones, whose output is the residual stream, also at
 ``sparsity=0.5, prune_outputs=True``), and reports its MACs and params ratios, the verification error, the seconds and
 what shrank (embedding = the residual stream, heads, head dims, MLP). Torch-Pruning 1.6.1 runs
@@ -121,6 +122,7 @@ def run_fxprune(name: str) -> list[dict]:
     plans = [("sparsity=0.5", fxprune.Plan(sparsity=0.5)), ("flops=0.5 global", fxprune.Plan(flops=0.5, scope="global"))]
     if name in BACKBONES:  # the output is the residual stream: pinned unless the outputs may shrink
         plans.append(("sparsity=0.5 prune_outputs", fxprune.Plan(sparsity=0.5, prune_outputs=True)))
+    plans.append(("sparsity=0.5 both", fxprune.Plan(sparsity=0.5, attention="both", prune_outputs=name in BACKBONES)))
     for label, plan in plans:
         model, x = build(name)
         row: dict[str, Any] = {"model": name, "tool": "fxprune", "plan": label, "ok": False}
@@ -132,8 +134,9 @@ def run_fxprune(name: str) -> list[dict]:
             row.update(ok=True, macs_ratio=rep.macs_ratio, params_ratio=rep.params_ratio,
                        max_abs_error=rep.max_abs_error, capture=rep.capture if hasattr(rep, "capture") else "",
                        shrank=what_shrank(model, small))
-            if plan.attention == "heads":
-                row["shrank"] = row["shrank"].replace("attention", "heads")
+            if plan.attention != "head_dims":
+                row["shrank"] = row["shrank"].replace("attention", "heads" if plan.attention == "heads" else
+                                                      "heads, head dims")
             row["flop_counter_ratio"] = flop_macs(small, x) / flop_macs(model, x)
             with torch.no_grad():  # a fresh input of the example's shape runs
                 fresh = torch.randn_like(x) if x.is_floating_point() else torch.randint_like(x, 0, 1000)
@@ -286,12 +289,14 @@ def _f(row: dict | None, key: str, fmt: str = "{:.3f}") -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | fxprune sparsity=0.5: MACs / params / error / s / shrank | fxprune flops=0.5 global: MACs / params |"
-             " Torch-Pruning ratio 0.5: FlopCounter MACs / params | fxprune FlopCounter MACs |",
-             "|---|---|---|---|---|"]
+             " Torch-Pruning ratio 0.5: FlopCounter MACs / params | fxprune FlopCounter MACs |"
+             " fxprune attention=both sparsity=0.5: MACs / params / error |",
+             "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["model"] for r in rows):
         by = {(r["tool"].split()[0], r.get("plan")): r for r in rows if r["model"] == name}
         a, b = by.get(("fxprune", "sparsity=0.5")), by.get(("fxprune", "flops=0.5 global"))
         backbone = by.get(("fxprune", "sparsity=0.5 prune_outputs"))
+        both = by.get(("fxprune", "sparsity=0.5 both"))
         tp = next((r for (t, _), r in by.items() if t == "torch-pruning"), None)
 
         def fx(r: dict | None) -> str:
@@ -314,7 +319,10 @@ def markdown(rows: list[dict]) -> str:
         first = fx(a) if backbone is None else f"{fx(a)}; prune_outputs=True: {fx(backbone)}"
         counted = _f(a, 'flop_counter_ratio') + ("" if backbone is None else
                                                  f"; prune_outputs=True: {_f(backbone, 'flop_counter_ratio')}")
-        lines.append(f"| {name} | {first} | {flops} | {peer} | {counted} |")
+        staged = "—" if both is None else (
+            f"{_f(both, 'macs_ratio')} / {_f(both, 'params_ratio')} / {_f(both, 'max_abs_error', '{:.1e}')}"
+            if both["ok"] else f"FAIL {both.get('error_type', '')}: {both.get('error', '')[:60]}")
+        lines.append(f"| {name} | {first} | {flops} | {peer} | {counted} | {staged} |")
     return "\n".join(lines) + "\n"
 
 
