@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fxprune prune --model torchvision:resnet50 --sparsity 0.5 --criterion l1 --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
