@@ -213,6 +213,22 @@ def test_multihead_attention_self_attention_loses_whole_heads() -> None:
         torch.testing.assert_close(small(x), ref(x), atol=1e-5, rtol=1e-4)
 
 
+def test_inlined_attention_groups_are_named_by_their_module() -> None:
+    """The functional projections of an inlined MultiheadAttention key their groups by the
+    parameter path, so overrides, ignore and attention='both' find them by module name."""
+    torch.manual_seed(0)
+    model = randomize(MHAClassifier()).eval()
+    x = torch.randn(2, 5, 32)
+    a = fxprune.analyse(model, (x,))
+    assert "attn.in_proj_weight@0" in {g.key for g in a.cg.groups()}
+    kept = fxprune.compile(model, fxprune.Plan(sparsity=0.5, overrides={"attn": 0.0}), example_inputs=(x,))
+    assert kept.attn.in_proj_weight.shape == (96, 32)
+    small, _ = compile_checked(model, x, plan=fxprune.Plan(sparsity=0.75, attention="both"))
+    rows = kept_rows(model.attn.in_proj_weight, small.attn.in_proj_weight)
+    dims = heads_of([r for r in rows if r < 32], 8)
+    assert len(dims) == 2 and dims[0] == dims[1] and len(dims[0]) == 4
+
+
 def test_multihead_attention_returning_weights_is_kept_whole() -> None:
     class Pre(MHAClassifier):
         def __init__(self):
