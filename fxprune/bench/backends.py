@@ -169,9 +169,10 @@ def _cuda_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -
 
 @backend("cuda-compile", device="cuda", description="torch.compile (inductor, max-autotune-no-cudagraphs), fp16",
          available=_no_cuda)
-def _cuda_compile(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) -> Prepared:
+def _cuda_compile(model: nn.Module, inputs: tuple[torch.Tensor, ...], *,
+                  compile_mode: str = "max-autotune-no-cudagraphs", **_: Any) -> Prepared:
     net = torch.compile(copy.deepcopy(model).eval().cuda().half().to(memory_format=torch.channels_last),
-                        mode="max-autotune-no-cudagraphs")
+                        mode=compile_mode)
     xs = tuple(x.cuda().half().contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x.cuda().half()
                for x in inputs)
 
@@ -179,7 +180,7 @@ def _cuda_compile(model: nn.Module, inputs: tuple[torch.Tensor, ...], **_: Any) 
         with torch.inference_mode():
             return net(*xs)
 
-    return Prepared(run, {"dtype": "float16", "layout": "channels_last", "compiler": "inductor",
+    return Prepared(run, {"dtype": "float16", "layout": "channels_last", "compiler": "inductor", "mode": compile_mode,
                           "device": torch.cuda.get_device_name()}, torch.cuda.synchronize)
 
 
