@@ -25,7 +25,7 @@ from ..bench.plots import plot_latency
 from ..errors import FxPruneError, PlanError
 from ..export import build_engine, export_onnx
 from ..export.tensorrt import require_cuda, require_tensorrt, tensorrt_version
-from ..models import get_model
+from ..models import example_input, get_model
 from ..module import save
 from ..plan import Plan
 from ..report import RESOLUTION_KEY, report
@@ -36,10 +36,10 @@ __all__ = ["cmd_analyze", "cmd_bench", "cmd_export", "cmd_prune"]
 
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     out = out_dir(args.out)
-    model, shape = get_model(args.model, args.weights)
-    shape = args.input_shape or shape
+    model, spec = get_model(args.model, args.weights)
     torch.manual_seed(args.seed)
-    x = torch.randn(*shape)
+    x = example_input(spec, args.input_shape)
+    shape = tuple(x.shape)
     budget = {"flops": args.flops} if args.flops is not None else {"params": args.params} if args.params is not None \
         else {"sparsity": args.sparsity if args.sparsity is not None else 0.5}
     plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, min_channels=args.min_channels,
@@ -90,10 +90,10 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
 def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
 
     out_dir(args.out)
-    model, shape = get_model(args.model, args.weights)
-    shape = args.input_shape or shape
+    model, spec = get_model(args.model, args.weights)
     torch.manual_seed(args.seed)
-    x = torch.randn(*shape)
+    x = example_input(spec, args.input_shape)
+    shape = tuple(x.shape)
     data = _calibration(args.data, shape, args.batches, args.seed)
     with console.status(f"analysing criteria {', '.join(args.criteria)} on {args.model}"):
         a = analyze_criteria(model, (x,), criteria=args.criteria, sparsity=args.sparsity, calibration_data=data,

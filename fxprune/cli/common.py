@@ -23,7 +23,7 @@ from .. import compiler
 from ..apps.cp.data import synthetic_infant_movements
 from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
-from ..models import get_model
+from ..models import example_input, get_model
 from ..plan import ATTENTION, LAYER_NORM, Plan
 
 __all__ = ["out_dir"]
@@ -99,10 +99,10 @@ def _calibration(kind: str, shape: tuple[int, ...], batches: int, seed: int):
 def _pruned_from_args(args: argparse.Namespace, console: Console):
     """(dense model, pruned model, example input) from --model/--weights and --plan or the
     budget options (--sparsity / --flops / --params / --latency)."""
-    model, shape = get_model(args.model, args.weights)
-    shape = args.input_shape or shape
+    model, spec = get_model(args.model, args.weights)
     torch.manual_seed(args.seed)
-    x = torch.randn(*shape)
+    x = example_input(spec, args.input_shape)
+    shape = tuple(x.shape)
     if args.plan:
         plan = Plan.from_json(args.plan)
     else:
@@ -122,7 +122,8 @@ def _pruned_from_args(args: argparse.Namespace, console: Console):
 
 def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
     """The model, plan and example-input options shared by prune / export / bench."""
-    p.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet50")
+    p.add_argument("--model", required=True, help="model spec: torchvision:NAME, timm:NAME, hf:DIR (a local "
+                   "HuggingFace config/checkpoint), cifar:NAME, path/to/file.py:factory or package.module:factory")
     p.add_argument("--weights", help="local state-dict file to load into the model")
     if plan_file:
         p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")

@@ -21,7 +21,7 @@ from rich.table import Table
 from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
 from ..methods.run import MethodConfig, run_method
-from ..models import get_model
+from ..models import get_model, input_shape
 from ..module import save
 from ..train import fit
 from .common import _json_option, out_dir
@@ -76,7 +76,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     out = out_dir(args.out)
     rank, world = _distributed_setup()
     torch.manual_seed(args.seed)
-    model, shape = get_model(args.model, args.weights)
+    model, spec = get_model(args.model, args.weights)
+    shape = input_shape(spec) or ()
     if args.threads:
         torch.set_num_threads(args.threads)
     train, val, test = _train_loaders(args, world, rank)

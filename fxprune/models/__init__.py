@@ -1,14 +1,24 @@
 """Model specs resolved in one place: ``torchvision:resnet50``, ``cifar:resnet56``,
-``skeleton:cp_attention`` (N x 3 x 64 x 18 pose sequences).
+``skeleton:cp_attention`` (N x 3 x 64 x 18 pose sequences), ``timm:NAME`` (the ``timm`` extra),
+``hf:DIR`` (a local HuggingFace config or checkpoint directory; the ``hf`` extra) and the user's
+own code, ``path/to/file.py:factory`` or ``package.module:factory`` (a callable returning a module,
+or a module and an example input).
 
-Weights are never downloaded: torchvision models are built with ``weights=None``; pass a local
-state-dict file to load trained weights.
+Weights are never downloaded: torchvision and timm models are built without pretrained weights,
+HuggingFace ones from the directory alone (``local_files_only``, never ``trust_remote_code``);
+pass a local state-dict file to load trained weights.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import re
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -17,9 +27,20 @@ from ..apps.cp.model import CPAttentionNet
 from ..errors import ModelError, PlanError
 from .cifar import MODELS
 
-__all__ = ["ZOOS", "get_model", "load_weights", "randomize_for_verification", "register_zoo"]
+__all__ = ["TokenIds", "ZOOS", "example_input", "get_model", "input_shape", "load_weights",
+           "randomize_for_verification", "register_zoo"]
 
-ModelFactory = Callable[[str], tuple[nn.Module, tuple[int, ...]]]
+
+@dataclass(frozen=True)
+class TokenIds:
+    """A model input of integer token ids in [0, vocab)."""
+
+    shape: tuple[int, ...]
+    vocab: int
+
+
+InputSpec = Union[tuple[int, ...], TokenIds, torch.Tensor]
+ModelFactory = Callable[[str], tuple[nn.Module, InputSpec]]
 ZOOS: dict[str, ModelFactory] = {}
 
 
@@ -57,6 +78,132 @@ def _skeleton(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return CPAttentionNet(), (1, 3, 64, 18)
 
 
+def _missing(extra: str, package: str) -> ModelError:
+    return ModelError(f"this model spec needs {package}: pip install 'fxprune[{extra}]'")
+
+
+@register_zoo("timm")
+def _timm(name: str) -> tuple[nn.Module, InputSpec]:
+    try:
+        import timm
+    except ImportError:
+        raise _missing("timm", "timm") from None
+    if name not in timm.list_models():
+        close = timm.list_models(f"*{name}*")[:5]
+        raise ModelError(f"timm has no model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    model = timm.create_model(name, pretrained=False)
+    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    return model, (1, *size)
+
+
+HF_SEQUENCE = 128  # tokens of the example input of a HuggingFace text model
+
+
+@register_zoo("hf")
+def _huggingface(directory: str) -> tuple[nn.Module, InputSpec]:
+    """A local directory with a ``config.json`` (and optionally weights): the class its config
+    names (``architectures``, looked up among transformers' own classes only), else ``AutoModel``."""
+    try:
+        import transformers
+    except ImportError:
+        raise _missing("hf", "transformers") from None
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"hf:{directory}: expected a directory with a config.json (a HuggingFace config or "
+                         "checkpoint saved with save_pretrained); nothing is downloaded")
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a malformed or unknown config
+        raise ModelError(f"hf:{directory}: cannot read its config.json ({type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0][:200]})") from None
+    names = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+    cls = next((getattr(transformers, a) for a in names if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", a)
+                and isinstance(getattr(transformers, a, None), type)
+                and issubclass(getattr(transformers, a), transformers.PreTrainedModel)), transformers.AutoModel)
+    has_weights = any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
+                                                     "pytorch_model.bin"))
+    if has_weights:
+        model = cls.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    else:
+        model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+    if getattr(config, "vocab_size", None):
+        return model, TokenIds((1, HF_SEQUENCE), int(config.vocab_size))
+    size = getattr(config, "image_size", None)
+    if isinstance(size, int):
+        return model, (1, int(getattr(config, "num_channels", 3)), size, size)
+    raise ModelError(f"hf:{directory}: cannot tell the input of a {type(config).__name__} (no vocab_size or "
+                     "image_size in its config)")
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _user_factory(spec: str) -> tuple[nn.Module, InputSpec]:
+    """``file.py:factory`` or ``package.module:factory``: the user's own code, which they name on
+    their command line to be run (as ``python file.py`` would). The factory returns a module, or
+    ``(module, example_input)`` with a tensor or an input shape."""
+    where, _, name = spec.rpartition(":")
+    if not _IDENT.fullmatch(name):
+        raise ModelError(f"model spec {spec!r}: the part after the last ':' must name a factory function")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ModelError(f"model spec {spec!r}: {path} is not a file")
+        mod_name = f"fxprune_user_model_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ModelError(f"model spec {spec!r}: cannot import {path}")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[mod_name] = module
+        loader_spec.loader.exec_module(module)
+    elif all(_IDENT.fullmatch(part) for part in where.split(".")):
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ModelError(f"model spec {spec!r}: cannot import {where} ({exc})") from None
+    else:
+        raise ModelError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}, "
+                         "path/to/file.py:factory or package.module:factory")
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ModelError(f"model spec {spec!r}: {where} has no function {name!r}")
+    got = factory()
+    model, example = (got if isinstance(got, tuple) and len(got) == 2 else (got, None))
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model spec {spec!r}: {name}() returned {type(model).__name__}, not an nn.Module "
+                         "(or a module and an example input)")
+    if isinstance(example, (tuple, list)) and all(isinstance(d, int) for d in example):
+        example = tuple(example)
+    elif example is not None and not isinstance(example, torch.Tensor):
+        raise ModelError(f"model spec {spec!r}: {name}() returned an example of type {type(example).__name__}; "
+                         "return a tensor or an input shape")
+    return model, example
+
+
+def input_shape(spec: InputSpec | None) -> tuple[int, ...] | None:
+    """The example input's shape."""
+    if isinstance(spec, TokenIds):
+        return spec.shape
+    if isinstance(spec, torch.Tensor):
+        return tuple(spec.shape)
+    return spec
+
+
+def example_input(spec: InputSpec | None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """An example input for ``spec`` (at ``shape`` when given): token ids for a text model,
+    standard-normal values otherwise; a tensor the factory returned is used as it is."""
+    if isinstance(spec, torch.Tensor) and (shape is None or tuple(shape) == tuple(spec.shape)):
+        return spec
+    shape = shape or input_shape(spec)
+    if shape is None:
+        raise ModelError("this model gives no example input shape: pass --input-shape")
+    if isinstance(spec, TokenIds):
+        return torch.randint(0, spec.vocab, tuple(shape))
+    if isinstance(spec, torch.Tensor) and not spec.is_floating_point():
+        return torch.randint(0, max(int(spec.max()) + 1, 1), tuple(shape), dtype=spec.dtype)
+    return torch.randn(*shape)
+
+
 def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give a freshly initialised model random BN statistics and no constant parameters, in place.
 
@@ -78,12 +225,17 @@ def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, tuple[int, ...]]:
-    """Build the model a spec names and its default input shape (batch 1)."""
+def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, InputSpec | None]:
+    """Build the model a spec names and its example input: an input shape (batch 1), ``TokenIds``,
+    a tensor its factory returned, or None (then the caller needs an input shape)."""
     prefix, sep, name = spec.partition(":")
-    if not sep or prefix not in ZOOS:
-        raise ModelError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}")
-    model, shape = ZOOS[prefix](name)
+    if not sep:
+        raise ModelError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}, "
+                         "path/to/file.py:factory or package.module:factory")
+    if prefix in ZOOS:
+        model, shape = ZOOS[prefix](name)
+    else:
+        model, shape = _user_factory(spec)
     if weights is not None:
         load_weights(model, weights)
     return model.eval(), shape
