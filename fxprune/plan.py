@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .choices import ATTENTION, LAYER_NORM, SCOPES
 from .criteria import CRITERIA
 from .errors import PlanError, ResolutionError
 from .graph.latency import LATENCY_BACKENDS
@@ -21,9 +22,6 @@ from .jsonio import JsonRecord
 
 __all__ = ["ATTENTION", "GroupChoice", "LAYER_NORM", "Plan", "Resolution", "SCOPES"]
 
-SCOPES = ("local", "global")
-ATTENTION = ("heads", "head_dims", "both")
-LAYER_NORM = ("exact", "native")
 
 
 @dataclass(frozen=True)

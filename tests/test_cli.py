@@ -54,3 +54,23 @@ def test_structure_options_reach_the_plan(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse refuses a value outside the choices
         main(["prune", "--model", "cifar:resnet20", "--layer-norm", "kept", "--out", str(tmp_path)])
     assert "kept" in capsys.readouterr().err
+
+
+def test_help_and_version_load_no_torch():
+    """``fxprune --help`` / ``--version`` / ``VERB --help`` run on argparse alone: torch (and every
+    verb's dependencies) load only when a command runs; ``import fxprune`` loads names on use."""
+    code = ("import sys, contextlib, io\n"
+            "import fxprune\n"
+            "assert 'torch' not in sys.modules, 'import fxprune loaded torch'\n"
+            "from fxprune.cli import main\n"
+            "for argv in (['--help'], ['--version'], ['prune', '--help'], ['stylize', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit as e:\n"
+            "            assert e.code == 0, argv\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'onnx', 'sklearn', 'skimage') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]"
+    assert fxprune.compile.__module__ == "fxprune.compiler" and callable(fxprune.report)

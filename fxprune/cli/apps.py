@@ -117,36 +117,3 @@ def cmd_stylize(args: argparse.Namespace, console: Console) -> int:
 
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ej = sub.add_parser("explain-joints", help="train (or load) the skeleton channel-attention model and write "
-                                               "per-joint importance (JSON + PNG)")
-    ej.add_argument("--data", default="synthetic",
-                    help="'synthetic' (generated infant movements, signal planted in known joints) or an .npz with "
-                         "x (N x C x T x V) and y (N)")
-    ej.add_argument("--samples", type=int, default=600, help="synthetic: number of sequences")
-    ej.add_argument("--frames", type=int, default=64, help="synthetic: frames per sequence")
-    ej.add_argument("--planted", nargs="+", default=["l_wrist", "r_ankle"], help="synthetic: joints carrying the class")
-    ej.add_argument("--weights", help="a CPAttentionNet state dict to load instead of training")
-    ej.add_argument("--epochs", type=int, default=15)
-    ej.add_argument("--attention-l1", type=float, default=0.05, help="L1 weight on the joint-attention gates")
-    ej.add_argument("--prune", type=float, help="also prune with the attention criterion at this sparsity")
-    ej.add_argument("--top", type=int, default=8, help="rows of the printed table")
-    ej.add_argument("--seed", type=int, default=0)
-    ej.add_argument("--out", default="runs/joints", help="output directory")
-    ej.set_defaults(func=cmd_explain_joints)
-
-    st = sub.add_parser("stylize", help="ArtNet universal style transfer of one image (bundled sample images "
-                                        "by default)")
-    st.add_argument("content", nargs="?", default="skimage:astronaut",
-                    help="content image file, or skimage:NAME for a scikit-image sample")
-    st.add_argument("style", nargs="?", default="skimage:hubble_deep_field", help="style image (file or skimage:NAME)")
-    st.add_argument("-o", "--output", default="stylized.png")
-    st.add_argument("--size", type=int, default=512, help="content is resized to size x size")
-    st.add_argument("--style-size", type=int, help="style resize (default: --size)")
-    st.add_argument("--transform", choices=["s2", "adain", "wct"], default="s2")
-    st.add_argument("--alpha", type=float, default=1.0, help="content/style blend (1: full style)")
-    st.add_argument("--max-patches", type=int, default=1024, help="s2: cap on 3x3 style patches")
-    st.add_argument("--encoder-weights", help="a local torchvision GoogLeNet state-dict file (never downloaded)")
-    st.add_argument("--decoder-weights", help="decoder (or whole ArtNet) state-dict file; default: the bundled one")
-    st.add_argument("--zero-prune", action="store_true", help="run the zero-channel-pruned model (exact)")
-    st.set_defaults(func=cmd_stylize)

@@ -24,17 +24,9 @@ from ..apps.cp.data import synthetic_infant_movements
 from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
 from ..models import example_input, get_model
-from ..plan import ATTENTION, LAYER_NORM, Plan
+from ..plan import Plan
 
 __all__ = ["out_dir"]
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must look like 1,3,224,224, got {text!r}") from None
-
 
 
 def out_dir(path: str) -> Path:
@@ -118,30 +110,6 @@ def _pruned_from_args(args: argparse.Namespace, console: Console):
         small = compiler.compile(model, plan, example_inputs=(x,))
     return model, small, x, plan
 
-
-
-def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
-    """The model, plan and example-input options shared by prune / export / bench."""
-    p.add_argument("--model", required=True, help="model spec: torchvision:NAME, timm:NAME, hf:DIR (a local "
-                   "HuggingFace config/checkpoint), cifar:NAME, path/to/file.py:factory or package.module:factory")
-    p.add_argument("--weights", help="local state-dict file to load into the model")
-    if plan_file:
-        p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
-    budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
-    budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
-    p.add_argument("--criterion", default="l1")
-    p.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
-    p.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this (8/16 for ORT CPU)")
-    p.add_argument("--attention", choices=list(ATTENTION), default="heads",
-                   help="prune attention by whole heads (default) or by the same head dims in every head")
-    p.add_argument("--layer-norm", choices=list(LAYER_NORM), default="exact",
-                   help="pruned LayerNorms keep the dense count (exact, default) or become nn.LayerNorm over the kept "
-                        "channels (native: faster, a different function; fine-tune)")
-    p.add_argument("--prune-outputs", action="store_true", help="the model's outputs may lose channels too (backbones)")
-    p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def structure_options(args: argparse.Namespace) -> dict:

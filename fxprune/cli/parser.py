@@ -1,0 +1,165 @@
+"""The ``fxprune`` argument parser: argparse only, so ``fxprune --help`` starts at once. Each
+sub-command names its handler as ``"module:function"`` in this package; ``main`` imports that
+module when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..choices import ATTENTION, LAYER_NORM
+
+__all__ = ["build_parser"]
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must look like 1,3,224,224, got {text!r}") from None
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
+    """The model, plan and example-input options shared by prune / export / bench."""
+    p.add_argument("--model", required=True, help="model spec: torchvision:NAME, timm:NAME, hf:DIR (a local "
+                   "HuggingFace config/checkpoint), cifar:NAME, path/to/file.py:factory or package.module:factory")
+    p.add_argument("--weights", help="local state-dict file to load into the model")
+    if plan_file:
+        p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
+    budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
+    budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
+    p.add_argument("--criterion", default="l1")
+    p.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
+    p.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this (8/16 for ORT CPU)")
+    p.add_argument("--attention", choices=list(ATTENTION), default="heads",
+                   help="prune attention by whole heads (default) or by the same head dims in every head")
+    p.add_argument("--layer-norm", choices=list(LAYER_NORM), default="exact",
+                   help="pruned LayerNorms keep the dense count (exact, default) or become nn.LayerNorm over the kept "
+                        "channels (native: faster, a different function; fine-tune)")
+    p.add_argument("--prune-outputs", action="store_true", help="the model's outputs may lose channels too (backbones)")
+    p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _app_parsers(sub: argparse._SubParsersAction) -> None:
+    ej = sub.add_parser("explain-joints", help="train (or load) the skeleton channel-attention model and write "
+                                               "per-joint importance (JSON + PNG)")
+    ej.add_argument("--data", default="synthetic",
+                    help="'synthetic' (generated infant movements, signal planted in known joints) or an .npz with "
+                         "x (N x C x T x V) and y (N)")
+    ej.add_argument("--samples", type=int, default=600, help="synthetic: number of sequences")
+    ej.add_argument("--frames", type=int, default=64, help="synthetic: frames per sequence")
+    ej.add_argument("--planted", nargs="+", default=["l_wrist", "r_ankle"], help="synthetic: joints carrying the class")
+    ej.add_argument("--weights", help="a CPAttentionNet state dict to load instead of training")
+    ej.add_argument("--epochs", type=int, default=15)
+    ej.add_argument("--attention-l1", type=float, default=0.05, help="L1 weight on the joint-attention gates")
+    ej.add_argument("--prune", type=float, help="also prune with the attention criterion at this sparsity")
+    ej.add_argument("--top", type=int, default=8, help="rows of the printed table")
+    ej.add_argument("--seed", type=int, default=0)
+    ej.add_argument("--out", default="runs/joints", help="output directory")
+    ej.set_defaults(handler="apps:cmd_explain_joints")
+
+    st = sub.add_parser("stylize", help="ArtNet universal style transfer of one image (bundled sample images "
+                                        "by default)")
+    st.add_argument("content", nargs="?", default="skimage:astronaut",
+                    help="content image file, or skimage:NAME for a scikit-image sample")
+    st.add_argument("style", nargs="?", default="skimage:hubble_deep_field", help="style image (file or skimage:NAME)")
+    st.add_argument("-o", "--output", default="stylized.png")
+    st.add_argument("--size", type=int, default=512, help="content is resized to size x size")
+    st.add_argument("--style-size", type=int, help="style resize (default: --size)")
+    st.add_argument("--transform", choices=["s2", "adain", "wct"], default="s2")
+    st.add_argument("--alpha", type=float, default=1.0, help="content/style blend (1: full style)")
+    st.add_argument("--max-patches", type=int, default=1024, help="s2: cap on 3x3 style patches")
+    st.add_argument("--encoder-weights", help="a local torchvision GoogLeNet state-dict file (never downloaded)")
+    st.add_argument("--decoder-weights", help="decoder (or whole ArtNet) state-dict file; default: the bundled one")
+    st.add_argument("--zero-prune", action="store_true", help="run the zero-channel-pruned model (exact)")
+    st.set_defaults(handler="apps:cmd_stylize")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fxprune", description="Graph-compiler channel pruning for PyTorch.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the compiler does; tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"fxprune {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("prune", help="prune a model and write it, its plan and resolution")
+    _add_model_options(pr, plan_file=False)
+    pr.add_argument("--data", choices=["none", "digits", "skeleton"], default="none",
+                    help="calibration data for data-driven criteria (taylor, zero_channel, attention)")
+    pr.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
+    pr.add_argument("--min-channels", type=int, default=1)
+    pr.add_argument("--ignore", nargs="*", help="module names to leave alone")
+    pr.add_argument("--no-verify", action="store_true", help="skip the pruned == masked-dense check")
+    pr.add_argument("--out", required=True, help="output directory")
+    pr.set_defaults(handler="commands:cmd_prune")
+
+    an = sub.add_parser("analyze", help="similarity / applicability of pruning criteria and the conv-weight "
+                                        "distribution assumption; writes analysis.json and PNGs")
+    an.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet18 or cifar:resnet56")
+    an.add_argument("--weights", help="local state-dict file to load into the model")
+    an.add_argument("--criteria", nargs="+", default=["l1", "l2", "fpgm", "bn_scale", "taylor"])
+    an.add_argument("--sparsity", type=float, default=0.5, help="pruning ratio for pruned sets and thresholds")
+    an.add_argument("--data", choices=["none", "digits", "skeleton"], default="none",
+                    help="calibration data for data-driven criteria (taylor): scikit-learn digits, resized")
+    an.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
+    an.add_argument("--band", type=float, default=0.05, help="near-threshold band, relative to the threshold")
+    an.add_argument("--alpha", type=float, default=0.05, help="significance level of the normality tests")
+    an.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--out", required=True, help="output directory")
+    an.set_defaults(handler="commands:cmd_analyze")
+
+    ex = sub.add_parser("export", help="prune and export to ONNX (and a TensorRT engine on a GPU machine)")
+    _add_model_options(ex)
+    ex.add_argument("--onnx", required=True, help="output .onnx file (a .json export report is written beside it)")
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto")
+    ex.add_argument("--batch", type=int, default=1, help="example batch (the batch axis stays dynamic)")
+    ex.add_argument("--static-batch", action="store_true", help="fix the batch axis")
+    ex.add_argument("--fp16", action="store_true", help="FP16 ONNX (and FP16 engine with --trt)")
+    ex.add_argument("--trt", help="also build a TensorRT engine file (needs TensorRT and a GPU)")
+    ex.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default: --batch)")
+    ex.add_argument("--workspace-gib", type=float, default=4.0)
+    ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    ex.set_defaults(handler="commands:cmd_export")
+
+    be = sub.add_parser("bench", help="latency of the dense and the pruned model, same run, over backends")
+    _add_model_options(be)
+    be.add_argument("--latency", type=float, help="latency budget: keep this fraction of the dense latency "
+                                                  "(per-layer latency table measured on --latency-backend)")
+    be.add_argument("--latency-backend", default="ort", help="backend of the latency table (default ort)")
+    be.add_argument("--backend", nargs="+", default=["eager", "ort"],
+                    help="eager, compile, ort; on CUDA: cuda-fp16, cuda-graphs, cuda-compile, ort-cuda, ort-trt, trt")
+    be.add_argument("--batch", type=int, default=1)
+    be.add_argument("--threads", type=int, default=0, help="threads per worker (0: all cores)")
+    be.add_argument("--processes", type=int, default=3, help="separate worker processes per backend")
+    be.add_argument("--iters", type=int, default=50)
+    be.add_argument("--warmup", type=int, default=10)
+    be.add_argument("--json", help="write the result JSON here")
+    be.add_argument("--plot", help="write a latency-vs-MACs PNG here")
+    be.set_defaults(handler="commands:cmd_bench")
+
+    tr = sub.add_parser("train", help="train and prune to a MACs budget with a training-time method "
+                                      "(also under torchrun: DDP)")
+    tr.add_argument("--method", required=True, choices=["ghfp", "sfp", "hfp", "dais", "oneshot", "dense"])
+    tr.add_argument("--model", default="cifar:resnet20", help="model spec for 3x32x32 inputs, e.g. cifar:resnet56")
+    tr.add_argument("--weights", help="local state-dict file to load into the model")
+    tr.add_argument("--data", choices=["digits"], default="digits", help="scikit-learn digits at 32x32 (no download)")
+    tr.add_argument("--flops", type=float, default=0.5, help="fraction of the dense MACs to keep")
+    tr.add_argument("--epochs", type=int, default=10, help="epochs of the method (after any pre-training)")
+    tr.add_argument("--pretrain-epochs", type=int, default=0, help="dense training before the method")
+    tr.add_argument("--criterion", help="ranking criterion (default: l2 for sfp/hfp/ghfp, l1 for oneshot)")
+    tr.add_argument("--scope", choices=["local", "global"])
+    tr.add_argument("--search-fraction", type=float, default=0.5, help="dais: share of the epochs spent searching")
+    tr.add_argument("--options", help='extra method options as JSON, e.g. \'{"soft_decay": 0.5}\'')
+    tr.add_argument("--lr", type=float, default=0.1)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", required=True, help="output directory (result.json, model.fxp)")
+    tr.set_defaults(handler="train:cmd_train")
+
+
+    _app_parsers(sub)
+    return p
