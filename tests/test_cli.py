@@ -43,10 +43,15 @@ def test_prune_to_a_flops_budget_with_a_data_criterion(tmp_path, capsys):
     assert fxprune.Plan.from_json(tmp_path / "plan.json").flops == 0.5
 
 
-def test_structure_options_reach_the_plan(tmp_path, capsys):
+def test_structure_options_reach_the_plan_and_json_goes_to_stdout(tmp_path, capsys):
     rc = main(["prune", "--model", "cifar:resnet20", "--sparsity", "0.25", "--attention", "head_dims",
-               "--layer-norm", "native", "--prune-outputs", "--out", str(tmp_path)])
+               "--layer-norm", "native", "--prune-outputs", "--out", str(tmp_path), "--json"])
     assert rc == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # stdout is the JSON object alone
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert result["macs_ratio"] == report["macs_after"] / report["macs_before"] < 1.0
+    assert result["max_abs_error"] == report["max_abs_error"] and "MACs" in captured.err
     plan = fxprune.Plan.from_json(tmp_path / "plan.json")
     assert (plan.attention, plan.layer_norm, plan.prune_outputs) == ("head_dims", "native", True)
     import pytest

@@ -35,6 +35,8 @@ __all__ = ["cmd_analyze", "cmd_bench", "cmd_export", "cmd_prune"]
 
 
 def cmd_prune(args: argparse.Namespace, console: Console) -> int:
+    if args.json:
+        console = Console(stderr=True)  # stdout carries the JSON alone
     out = out_dir(args.out)
     model, spec = get_model(args.model, args.weights)
     torch.manual_seed(args.seed)
@@ -83,6 +85,10 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     for note in rep.notes:
         console.print(f"note: {note}")
     console.print(f"wrote {out}/model.fxp, plan.json, resolution.json, report.json")
+    if args.json:
+        print(json.dumps({"model": args.model, "macs_ratio": rep.macs_ratio, "params_ratio": rep.params_ratio,
+                          "max_abs_error": rep.max_abs_error, "relative_error": rep.relative_error,
+                          "seconds": total, "capture": rep.capture, "out": str(out), "notes": rep.notes}))
     return 0
 
 

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ignore", nargs="*", help="module names to leave alone")
     pr.add_argument("--no-verify", action="store_true", help="skip the pruned == masked-dense check")
     pr.add_argument("--out", required=True, help="output directory")
+    pr.add_argument("--json", action="store_true",
+                    help="print the result as one JSON object on stdout (the tables then go to stderr)")
     pr.set_defaults(handler="commands:cmd_prune")
 
     an = sub.add_parser("analyze", help="similarity / applicability of pruning criteria and the conv-weight "
