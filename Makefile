@@ -1,5 +1,5 @@
 # The README's two commands. Each creates .venv when it is missing and installs fxprune
-# (editable, with its onnx and dev extras) before running.
+# (editable, with the extras the demo and the tests use) before running.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip || true
-	$(PY) -m pip install --quiet -e '.[onnx,dev,hf]'
+	$(PY) -m pip install --quiet -e '.[onnx,dev,hf,analysis,apps,timm]'
 	touch $(STAMP)
 
 demo: $(STAMP)

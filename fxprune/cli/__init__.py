@@ -6,8 +6,10 @@ import importlib
 import logging
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import FxPruneError
+from ..plotting import missing_extra
 from .parser import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -22,13 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         module, _, name = args.handler.partition(":")
-        handler = getattr(importlib.import_module(f"{__name__}.{module}"), name)  # the verb's imports only
-        return handler(args, console)
+        try:
+            handler = getattr(importlib.import_module(f"{__name__}.{module}"), name)  # the verb's imports only
+            return handler(args, console)
+        except ImportError as exc:
+            hint = missing_extra(exc)
+            if hint is None:
+                raise
+            raise hint from exc
     except (FxPruneError, OSError) as exc:
         if args.verbose:
             errors.print_exception()
         message = str(exc) if isinstance(exc, FxPruneError) else f"{exc.strerror or exc}: {exc.filename or ''}"
-        errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         errors.print("interrupted")
@@ -36,6 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with --verbose
         if args.verbose:
             errors.print_exception()
-        errors.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}. Rerun with --verbose for the "
+        errors.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}. Rerun with --verbose for the "
                      "traceback and report it.", markup=True, highlight=False, soft_wrap=True)
         return 1
