@@ -142,3 +142,8 @@ def test_gpt2_with_its_default_cache_setting_compiles_without_a_wrapper() -> Non
     assert small.transformer.h[0].attn.c_attn.weight.shape == (32, 96)  # residual 32, 2 of 4 heads x3
     assert rep.macs_ratio < 0.35 and rep.max_abs_error <= 1e-4
     assert small(ids).logits.shape == (1, 16, 128)
+    # its Conv1D projections (addmm on a parameter) are keyed by module, so attention="both" finds them
+    both = fxprune.compile(model, fxprune.Plan(sparsity=0.75, attention="both"), example_inputs=(ids,))
+    c_attn = both.transformer.h[0].attn.c_attn.weight
+    assert c_attn.shape[1] < 3 * 2 * 16  # 2 of 4 heads (whole heads alone: 96 columns), then head dims
+    assert fxprune.report(both).max_abs_error <= 1e-4

@@ -17,7 +17,7 @@ from ..channel_graph import ChannelGraph
 from ..factors import FACTORS, NO_FACTORS, Factor, Factors, factor_on, iter_factors
 from ..params import is_parametrized, lookup_tensor, weight_norm_of
 
-__all__ = ["CostContext", "RuleContext"]
+__all__ = ["CostContext", "RuleContext", "tensor_label"]
 
 _MISSING = object()
 
@@ -33,6 +33,12 @@ def node_arg(node: fx.Node, index: int | None, name: str | None = None, default:
     if default is _MISSING:
         raise TraceError(f"node `{node.name}`{f' ({op})' if op else ''}: missing argument {name or index}")
     return default
+
+
+def tensor_label(node: Any) -> str:
+    """A tensor as a group producer: its attribute path when it is a parameter read (so the group
+    is keyed, and ``Plan.overrides`` / ``ignore`` find it, by its module), else the node's name."""
+    return str(node.target) if getattr(node, "op", None) == "get_attr" else getattr(node, "name", str(node))
 
 
 class RuleContext:

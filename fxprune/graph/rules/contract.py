@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from .context import CostContext, RuleContext
+from .context import CostContext, RuleContext, tensor_label
 from ..factors import Factor, Factors, factor_on
 from .pointwise import union_aligned
 from .registry import Example, rand, register_rule
@@ -210,7 +210,7 @@ def _weight_columns(ctx: RuleContext, b: Any) -> None:
     last = len(ctx.shape(b)) - 1
     f = factor_on(ctx.factors(b), last)
     if f is not None and f.axes == (last,):
-        ctx.cg.mark_producer(f"{b.name}@{last}", f.ids)
+        ctx.cg.mark_producer(f"{tensor_label(b)}@{last}", f.ids)
 
 
 @register_rule(functions=[torch.addmm, torch.baddbmm, torch.addbmm], methods=["addmm", "baddbmm"],

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .context import CostContext, RuleContext
+from .context import CostContext, RuleContext, tensor_label
 from ..factors import Factor, Factors, factor_on
 from .registry import NO_MACS, Example, WithParams, rand, register_rule
 
@@ -136,12 +136,6 @@ def _update_linear(new: nn.Module, old: nn.Module) -> None:
     new.out_features, new.in_features = new.weight.shape
 
 
-def _label(w: Any) -> str:
-    """A functional layer's weight as a group producer: its attribute path when it is one (so the
-    group is keyed, and ``Plan.overrides`` / ``ignore`` find it, by its module), else its node."""
-    return str(w.target) if getattr(w, "op", None) == "get_attr" else getattr(w, "name", str(w))
-
-
 @register_rule(functions=[F.linear], example=lambda g: Example(
     WithParams(F.linear, rand(g, 5, 6), rand(g, 5)), (rand(g, 2, 4, 6),), channel_axis=2, out_axis=2))
 def functional_linear(ctx: RuleContext) -> Factors:
@@ -158,7 +152,7 @@ def functional_linear(ctx: RuleContext) -> Factors:
             ctx.pin(chan.ids, "linear weight columns carry no channels")
     if w_out is None or w_out.axes != (0,):
         return tuple(keep)
-    ctx.cg.mark_producer(f"{_label(w)}@0", w_out.ids)
+    ctx.cg.mark_producer(f"{tensor_label(w)}@0", w_out.ids)
     if b is not None:
         bf = factor_on(ctx.factors(b), 0)
         if bf is not None:
@@ -190,7 +184,7 @@ def functional_conv(ctx: RuleContext) -> Any:
             ctx.pin(chan.ids, "conv weight input axis carries no channels")
     if w_out is None or w_out.axes != (0,):
         return tuple(keep)
-    ctx.cg.mark_producer(f"{_label(w)}@0", w_out.ids)
+    ctx.cg.mark_producer(f"{tensor_label(w)}@0", w_out.ids)
     if b is not None:
         bf = factor_on(ctx.factors(b), 0)
         if bf is not None:
