@@ -22,7 +22,9 @@ from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
 from ..methods.run import MethodConfig, run_method
 from ..models import get_model, input_shape
+from .. import compiler
 from ..module import save
+from ..plan import Plan
 from ..train import fit
 from .common import _json_option, out_dir
 
@@ -85,12 +87,20 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if tuple(x.shape[1:]) != tuple(shape[1:]):
         raise FxPruneError(f"--data {args.data} gives inputs of shape {tuple(x.shape[1:])} but {args.model} expects "
                            f"{tuple(shape[1:])}: use a model for 3x32x32 inputs (cifar:resnet20, cifar:resnet56, ...)")
+    if args.method in ("dais", "ghfp", "sfp", "hfp") and not args.pretrain_epochs and not args.weights and rank == 0:
+        Console(stderr=True).print(
+            f"warning: {args.method} starts from an untrained network (no --weights, no --pretrain-epochs): its "
+            "rankings and search read trained weights, so accuracy suffers. Pass --pretrain-epochs N or "
+            "--weights FILE.", highlight=False)
     if args.pretrain_epochs:
         with console.status(f"pre-training {args.model} for {args.pretrain_epochs} epochs") if rank == 0 else contextlib.nullcontext():
             fit(model, train, epochs=args.pretrain_epochs, lr=args.lr, description="pretrain")
     cfg = MethodConfig(args.method, flops=args.flops, epochs=args.epochs, criterion=args.criterion, scope=args.scope,
                        lr=args.lr, search_fraction=args.search_fraction, progress=rank == 0, options=options)
     small, record = run_method(cfg, model, (x,), train, val, test)
+    if not isinstance(small, torch.fx.GraphModule):  # --method dense: the trained model itself
+        small = compiler.compile(small, Plan(sparsity=0.0), example_inputs=(x,))
+        record["saved_as"] = "the trained dense model compiled with an identity plan (sparsity 0): the same function"
     masks = record.pop("masks", {})
     record.update(model=args.model, data=args.data, seed=args.seed, pretrain_epochs=args.pretrain_epochs,
                   world_size=world)

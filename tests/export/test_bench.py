@@ -29,7 +29,7 @@ def _check_schema(res: dict, backends: list[str]) -> None:
     for b in res["backends"].values():
         for which in ("dense", "pruned"):
             d = b[which]
-            assert d["p10_ms"] <= d["median_ms"] <= d["p90_ms"] or len(d["process_medians_ms"]) > 1
+            assert d["p10_ms"] <= d["median_ms"] <= d["p90_ms"]  # medians of ordered triples stay ordered
             assert d["median_ms"] > 0 and all(n >= 5 for n in d["samples_per_process"])
         assert b["speedup"] == pytest.approx(b["dense"]["median_ms"] / b["pruned"]["median_ms"])
         assert b["macs_ratio"] == res["macs_ratio"]

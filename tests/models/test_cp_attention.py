@@ -124,7 +124,7 @@ def test_explain_joints_cli(tmp_path):
     assert rc == 0
     rec = json.loads((tmp_path / "joints.json").read_text())
     assert len(rec["joints"]) == 18 and {p["joint"] for p in rec["planted"]} == {"l_wrist", "r_ankle"}
-    assert rec["pruned"]["macs_ratio"] < 0.5 and 0 <= rec["test_accuracy"] <= 1
+    assert rec["pruned"]["macs_ratio"] < 0.5  # (what training learns: test_trained_model_ranks_planted_joints_first)
     assert (tmp_path / "joints.png").stat().st_size > 10_000 and (tmp_path / "pruned.fxp").exists()
     # a saved model is reloaded instead of trained
     rc = main(["explain-joints", "--samples", "240", "--weights", str(tmp_path / "model.pt"), "--out", str(tmp_path / "b")])
