@@ -159,7 +159,8 @@ def test_zero_channel_pruning_finds_planted_dead_channels():
         m[2].bias[[0, 5]] = -1e4
     data = [torch.randn(4, 3, 12, 12) for _ in range(3)]
     z = zero_channel_prune(m, data)
-    assert z.removed == 5 and z.max_abs_error == 0.0
+    # exact up to float summation order (a smaller convolution sums in another order): fp32 tolerance
+    assert z.removed == 5 and z.max_abs_error <= 1e-6 * max(1.0, z.max_abs_output)
     assert z.model.get_submodule("0").out_channels == 13 and z.model.get_submodule("2").in_channels == 13
     assert z.model.get_submodule("2").out_channels == 6 and z.model.get_submodule("4").in_channels == 6
     assert {l["group"]: l["zero"] for l in z.layers} == {"0.weight@0": 3, "2.weight@0": 2}
