@@ -34,6 +34,7 @@ from .passes.surgery import pin_unrealisable, realise, replaced, uncalled_parame
 from .passes.verify import output_factors, verify as verify_pass
 from .plan import ATTENTION, Plan, Resolution
 from .planner import resolve as resolve_plan
+from .landing import land
 from .staged import compile_both
 from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
@@ -335,25 +336,24 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     a = analysis or analyse(model, example_inputs, leaf_modules=leaf_modules, concrete_args=concrete_args,
                             registry=registry, capture=capture, attention=structure.attention,
                             prune_outputs=structure.prune_outputs)
+    native = structure.layer_norm == "native"
+    if native and a.capture == "run":
+        raise PlanError("layer_norm='native' rewrites the forward code, which the run capture keeps as the "
+                        "model's own; use layer_norm='exact' (or capture='fx' / 'export')")
+    landing = None
     if resolution is None:
-        resolution = resolve(model, plan, analysis=a, calibration_data=calibration_data,
-                             calibration_loss=calibration_loss)
+        def resolve_one(p: Plan) -> Resolution:
+            return resolve(model, p, analysis=a, calibration_data=calibration_data, calibration_loss=calibration_loss)
+
+        with a.timer.stage("backend"):
+            resolution, landing = land(plan or Plan(), resolve_one,
+                                       lambda r: _rewrite(a, r, registry, native, model.training)[0].eval(),
+                                       a.traced.eval_gm, a.inputs)
     elif plan is not None:
         log.info("a resolution was given; the plan is only recorded")
     timer, cg, traced = a.timer, a.cg, a.traced
     with timer.stage("rewrite"):
-        id_kept = cg.id_kept(resolution.pruned_roots(cg))
-        _check_nonempty(cg, id_kept)
-        changed: list = []
-        small = rewrite_pass(traced, cg, id_kept, registry, PrunedGraphModule, graph_changes=changed)
-        small.training = model.training
-        native = structure.layer_norm == "native"
-        if native:
-            if a.capture == "run":
-                raise PlanError("layer_norm='native' rewrites the forward code, which the run capture keeps as the "
-                                "model's own; use layer_norm='exact' (or capture='fx' / 'export')")
-            native_count = to_native_layer_norm(small, [g for g in (small.graph, small.train_graph) if g is not None])
-            small.recompile()
+        small, id_kept, changed, native_count = _rewrite(a, resolution, registry, native, model.training)
         if a.capture == "run":
             if changed:
                 raise ResolutionError(
@@ -378,6 +378,9 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     rep = _report(a.model, small, a, resolution, id_kept, err, scale, plan or resolution.plan,
                   params_model=result)
     rep.notes.extend(final_notes)
+    if landing is not None:
+        rep.latency = landing
+        rep.notes.append(_landing_note(landing))
     if native and native_count:
         rep.notes.append(f"layer_norm='native': {native_count} pruned LayerNorm(s) normalise over their kept channels "
                          "only, so the pruned model computes a different function from the dense one (verified against "
@@ -392,6 +395,32 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         setattr(result, META_ATTR, {REPORT_KEY: rep, RESOLUTION_KEY: resolution,
                                     LAYERS_KEY: {"modules": modules, "tensors": tensors}})
     return result
+
+
+def _rewrite(a: Analysis, resolution: Resolution, registry: OpRegistry, native: bool,
+             training: bool) -> tuple[PrunedGraphModule, np.ndarray, list, int]:
+    """The pruned graph module of ``resolution`` (native LayerNorms when asked), its kept-id
+    mask, the graph nodes whose code changed, and how many LayerNorms became native."""
+    cg = a.cg
+    id_kept = cg.id_kept(resolution.pruned_roots(cg))
+    _check_nonempty(cg, id_kept)
+    changed: list = []
+    small = rewrite_pass(a.traced, cg, id_kept, registry, PrunedGraphModule, graph_changes=changed)
+    small.training = training
+    native_count = 0
+    if native:
+        native_count = to_native_layer_norm(small, [g for g in (small.graph, small.train_graph) if g is not None])
+        small.recompile()
+    return small, id_kept, changed, native_count
+
+
+def _landing_note(info: dict[str, Any]) -> str:
+    its = info["iterations"]
+    steps = "; ".join(f"{i + 1}: asked {it['asked']:.3f}, measured {it['ratio']:.3f}" if it["asked"] is not None
+                      else f"{i + 1}: measured {it['ratio']:.3f}" for i, it in enumerate(its))
+    goal = f" for latency={info['target']:g}" if info.get("target") is not None else ""
+    return (f"measured on {info['backend']}{goal}: {info['dense_ms']:.3f} -> {info['pruned_ms']:.3f} ms "
+            f"({info['speedup']:.2f}x, round_to {info['round_to']}) over {len(its)} iteration(s) ({steps})")
 
 
 def _output_widths(gm: fx.GraphModule, id_kept: np.ndarray) -> list[str]:

@@ -34,8 +34,15 @@ class Plan(JsonRecord):
     flops: keep at most this fraction of the dense model's MACs (in (0, 1]); instead of sparsity.
     params: keep at most this fraction of the dense model's parameters; instead of sparsity.
     latency: keep at most this fraction of the dense model's latency on ``backend`` ("ort":
-        ONNX Runtime CPU, "eager": torch CPU), predicted from a per-layer latency table measured
-        on that backend at the example input's shape (cached; see ``fxprune.graph.latency``).
+        ONNX Runtime CPU, "eager": torch CPU), predicted from per-layer latency tables measured
+        on that backend at the example input's shape over a grid of widths (cached; see
+        ``fxprune.graph.latency``), then checked on the whole compiled model: a miss beyond
+        ``latency_tolerance`` corrects the target and resolves again (at most
+        ``latency_iterations`` rounds; the report lists every one).
+    backend: where the pruned model will run. With any plan it sets ``round_to="auto"`` and has
+        ``compile`` time the dense and the pruned model there: a pruned model measured slower than
+        the dense one is resolved again with the backend's step, and a warning says so if even
+        that is slower.
     criterion: name of a registered importance criterion ("l1", "l2", "fpgm", "bn_scale",
         "taylor", "random", "cpmc", "zero_channel", "attention", ...).
     scope: "local" (the same fraction per group) or "global" (one ranking across groups);
@@ -44,7 +51,10 @@ class Plan(JsonRecord):
     criterion_options: options of the criterion, e.g. ``{"reduction": "mean"}`` (how the
         member weights of a group are combined: sum / mean / max) or CPMC's
         ``{"weights": [1.0, 0.5, 0.5]}``; unknown options are an error.
-    round_to: kept widths become multiples of this (rounded up, never above the dense width).
+    round_to: kept widths become multiples of this (rounded up, never above the dense width);
+        ``"auto"`` (the default when a backend is named, else 1): the step the backend runs well,
+        measured once and cached (``fxprune.graph.latency.backend_step``; 16 on ONNX Runtime CPU
+        and torch CPU on an AVX2 machine, whose blocked convolution kernels want such widths).
     min_channels: no group keeps fewer channels than this.
     max_sparsity: under global ranking and budgets, no group loses more than this fraction of
         its channels (default 0.9): they would otherwise empty whole layers whose channels all
@@ -78,7 +88,7 @@ class Plan(JsonRecord):
     sparsity: float | None = None
     criterion: str = "l1"
     scope: str | None = None
-    round_to: int = 1
+    round_to: int | str | None = None
     min_channels: int = 1
     max_sparsity: float = 0.9
     ignore: Sequence[str] = ()
@@ -92,6 +102,8 @@ class Plan(JsonRecord):
     attention: str = "heads"
     prune_outputs: bool = False
     layer_norm: str = "exact"
+    latency_tolerance: float = 0.05
+    latency_iterations: int = 4
 
     JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
@@ -99,13 +111,21 @@ class Plan(JsonRecord):
         given = [k for k in ("sparsity", "flops", "params", "latency") if getattr(self, k) is not None]
         if len(given) > 1:
             raise PlanError(f"give one of sparsity / flops / params / latency, not {' and '.join(given)}")
-        if self.backend is not None and self.latency is None:
-            raise PlanError("backend names where a latency budget is measured: give latency=<fraction> with it")
-        if self.latency is not None:
-            if self.backend is None:
-                object.__setattr__(self, "backend", "ort")
-            if self.backend not in LATENCY_BACKENDS:
-                raise PlanError(f"latency tables can be measured on {sorted(LATENCY_BACKENDS)}, not {self.backend!r}")
+        if self.latency is not None and self.backend is None:
+            object.__setattr__(self, "backend", "ort")
+        if self.backend is not None and self.backend not in LATENCY_BACKENDS:
+            raise PlanError(f"latency tables can be measured on {sorted(LATENCY_BACKENDS)}, not {self.backend!r}")
+        if self.round_to is None:
+            object.__setattr__(self, "round_to", "auto" if self.backend is not None else 1)
+        if self.round_to == "auto" and self.backend is None:
+            raise PlanError("round_to='auto' picks the step of a backend: name one (backend='ort' or 'eager'), "
+                            "or give an integer")
+        if not isinstance(self.latency_tolerance, (int, float)) or isinstance(self.latency_tolerance, bool) \
+                or not 0.0 < self.latency_tolerance < 1.0:
+            raise PlanError(f"latency_tolerance is a relative miss in (0, 1), got {self.latency_tolerance!r}")
+        if not isinstance(self.latency_iterations, int) or isinstance(self.latency_iterations, bool) \
+                or not 1 <= self.latency_iterations <= 20:
+            raise PlanError(f"latency_iterations must be an integer in 1..20, got {self.latency_iterations!r}")
         if not given:
             object.__setattr__(self, "sparsity", 0.5)
         if self.sparsity is not None:
@@ -129,8 +149,9 @@ class Plan(JsonRecord):
                             f"over the kept channels, a different function), got {self.layer_norm!r}")
         if self.scope is not None and self.scope not in SCOPES:
             raise PlanError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if not isinstance(self.round_to, int) or self.round_to < 1:
-            raise PlanError(f"round_to must be a positive integer, got {self.round_to!r}")
+        if self.round_to != "auto" and (not isinstance(self.round_to, int) or isinstance(self.round_to, bool)
+                                        or self.round_to < 1):
+            raise PlanError(f"round_to must be a positive integer or 'auto', got {self.round_to!r}")
         if not isinstance(self.min_channels, int) or self.min_channels < 1:
             raise PlanError(f"min_channels must be a positive integer, got {self.min_channels!r}")
         if not isinstance(self.max_sparsity, (int, float)) or isinstance(self.max_sparsity, bool) \

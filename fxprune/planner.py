@@ -16,9 +16,10 @@ from .criteria import CRITERIA, CriterionSpec, ScoringContext, score_groups
 from .errors import PlanError
 from .graph.factors import FACTORS, iter_factors
 from .graph.channel_graph import ChannelGraph, Group
+from .graph.latency import backend_step
 from .plan import GroupChoice, Plan, Resolution
 
-__all__ = ["check_names", "choose", "floor_count", "global_removals", "keep_count", "resolution_from_keep", "resolve"]
+__all__ = ["check_names", "choose", "concrete_step", "floor_count", "global_removals", "keep_count", "resolution_from_keep", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def keep_count(size: int, n_pinned: int, ratio: float, plan: Plan) -> int:
     """Channels a group of ``size`` keeps at ``ratio`` sparsity, honouring min_channels, the
     pinned channels and round_to (rounded up, capped at the dense width)."""
     k = max(size - math.floor(ratio * size + 1e-9), floor_count(size, n_pinned, plan, capped=False))
-    return min(size, -(-k // plan.round_to) * plan.round_to)
+    step = concrete_step(plan).round_to
+    return min(size, -(-k // step) * step)
 
 
 def choose(scores: np.ndarray, pinned: np.ndarray, k: int) -> list[int]:
@@ -72,6 +74,7 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
     methods force channels out or rank by learned indicators); ``comparable`` overrides the
     criterion's flag (scores comparable across groups under global ranking)."""
     check_names(plan, module_names)
+    recorded, plan = plan, concrete_step(plan)
     groups = cg.groups()
     pinned = {g.index: g.pinned.copy() for g in groups}
     if plan.ignore:
@@ -99,6 +102,7 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
                          options=plan.criterion_options, loss_fn=loss_fn)
     if plan.backend is not None:
         ctx.latency_backend = plan.backend
+        ctx.latency_step = plan.round_to
     scores = score_groups(plan.criterion, active, ctx)
     if adjust is not None:
         scores = {**scores, **adjust(scores)}
@@ -112,7 +116,16 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
             if g.index not in counts:
                 counts[g.index] = keep_count(g.size, int(pinned[g.index].sum()), ratio.get(g.index, plan.sparsity), plan)
         keep = {g.index: choose(scores[g.index], pinned[g.index], counts[g.index]) for g in active}
-    return resolution_from_keep(cg, active, keep, scores, plan)
+    return resolution_from_keep(cg, active, keep, scores, recorded)
+
+
+def concrete_step(plan: Plan) -> Plan:
+    """``plan`` with ``round_to="auto"`` replaced by its backend's measured step."""
+    if plan.round_to != "auto":
+        return plan
+    step = backend_step(plan.backend)
+    log.info("round_to='auto' on %s: step %d", plan.backend, step)
+    return dataclasses.replace(plan, round_to=step)
 
 
 def resolution_from_keep(cg: ChannelGraph, groups: Iterable[Group], keep: dict[int, Any],

@@ -56,6 +56,7 @@ class Report(JsonRecord):
     fixed_arguments: dict[str, str] = field(default_factory=dict)  # forward argument -> repr of the default it was fixed to
     capture: str = "fx"  # how the model was captured: "fx" (symbolic tracing) or "export" (torch.export)
     specialised: list[str] = field(default_factory=list)  # input shapes a torch.export capture is valid for
+    latency: dict[str, Any] | None = None  # measured on the plan's backend: dense / pruned ms, iterations
 
     @property
     def params_ratio(self) -> float:

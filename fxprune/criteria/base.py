@@ -83,6 +83,7 @@ class ScoringContext:
         self.loss_fn = loss_fn
         self.keep = np.ones(cg.uf.n)
         self.latency_backend = "ort"  # where a latency budget's table is measured (the plan's backend)
+        self.latency_step = 1  # ... and at multiples of which widths
         self._cache: dict[tuple[ParamAxis, str], np.ndarray] = {}
         self._costs: dict[str, Any] = {}
         self.stats: dict[str, np.ndarray] = {}  # activation statistics per kind, over ids
@@ -164,7 +165,8 @@ class ScoringContext:
         ``latency_backend``) model of the channel graph (built once)."""
         if kind not in self._costs:
             if kind == "latency":
-                self._costs[kind] = latency_model(self.cg, self.gm, backend=self.latency_backend)
+                self._costs[kind] = latency_model(self.cg, self.gm, backend=self.latency_backend,
+                                                    step=self.latency_step)
             else:
                 self._costs[kind] = macs_model(self.cg, self.gm) if kind == "macs" else params_model(self.cg, self.model)
         return self._costs[kind]

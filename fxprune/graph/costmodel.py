@@ -30,10 +30,12 @@ __all__ = ["CostModel", "macs_model", "params_model"]
 
 
 class CostModel:
-    """``constant + sum_t base_t * prod_{a in t} mean(keep[ids_a])``."""
+    """``constant + sum_t base_t * prod_{a in t} mean(keep[ids_a])``; with ``curves``, term ``t``
+    is instead ``base_t * curve_t(prod ...)``, a piecewise-linear function given by its knots
+    ``(fractions, values)`` (fractions ascending, from 0 to 1; the latency tables)."""
 
     def __init__(self, cg: ChannelGraph, terms: Iterable[tuple[float, Sequence[np.ndarray]]], constant: float,
-                 name: str):
+                 name: str, curves: Sequence[tuple[np.ndarray, np.ndarray]] | None = None):
         self.name, self.n = name, cg.uf.n
         prunable = np.zeros(cg.uf.n, dtype=bool)
         for g in cg.groups():
@@ -43,7 +45,11 @@ class CostModel:
         axis_index: dict[tuple[int, int], int] = {}  # (id of array, size) -> axis (shared arrays once)
         bases: list[float] = []
         rows: list[list[int]] = []
-        for base, axes in terms:
+        kept_curves: list[tuple[np.ndarray, np.ndarray]] = []
+        terms = list(terms)
+        if curves is not None and len(curves) != len(terms):
+            raise ValueError("one curve per term")
+        for t, (base, axes) in enumerate(terms):
             if base == 0:
                 continue
             row = []
@@ -59,8 +65,10 @@ class CostModel:
             if row:
                 bases.append(float(base))
                 rows.append(row)
+                if curves is not None:
+                    kept_curves.append(curves[t])
             else:
-                constant += base
+                constant += base * (float(curves[t][1][-1]) if curves is not None else 1.0)
         self.constant = float(constant)
         n_axes = len(axis_ids)
         width = max((len(r) for r in rows), default=1)
@@ -74,6 +82,12 @@ class CostModel:
         self._table = torch.from_numpy(table)
         self._base = torch.tensor(bases, dtype=torch.float64)
         self.n_axes = n_axes
+        self._knots = self._values = None
+        if curves is not None and kept_curves:
+            k = max(len(f) for f, _ in kept_curves)
+            pad = lambda a: np.concatenate([a, np.full(k - len(a), a[-1])])  # noqa: E731
+            self._knots = torch.from_numpy(np.stack([pad(np.asarray(f, np.float64)) for f, _ in kept_curves]))
+            self._values = torch.from_numpy(np.stack([pad(np.asarray(v, np.float64)) for _, v in kept_curves]))
 
     @property
     def dense(self) -> float:
@@ -84,7 +98,10 @@ class CostModel:
         dtype, dev = keep.dtype, keep.device
         sums = torch.zeros(self.n_axes, dtype=dtype, device=dev).index_add(0, self._seg.to(dev), keep[self._flat.to(dev)])
         frac = torch.cat([sums, sums.new_ones(1)]) / self._len.to(dev, dtype)  # last: the constant-one axis
-        return self.constant + (self._base.to(dev, dtype) * frac[self._table.to(dev)].prod(1)).sum()
+        f = frac[self._table.to(dev)].prod(1)
+        if self._knots is not None:
+            f = _interpolate(f, self._knots.to(dev, dtype), self._values.to(dev, dtype))
+        return self.constant + (self._base.to(dev, dtype) * f).sum()
 
     def evaluate(self, keep: np.ndarray) -> float:
         with torch.no_grad():
@@ -96,6 +113,20 @@ class CostModel:
             k = torch.as_tensor(keep, dtype=torch.float64).clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(self(k), k)
         return grad.numpy()
+
+
+def _interpolate(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Row-wise piecewise-linear interpolation of ``x[i]`` on ``(knots[i], values[i])``
+    (differentiable in ``x``; flat outside the knots)."""
+    k = knots.shape[1]
+    x = x.clamp(0.0, 1.0)
+    hi = torch.searchsorted(knots, x.detach().unsqueeze(1).contiguous()).clamp(1, k - 1)
+    lo = hi - 1
+    x0, x1 = knots.gather(1, lo).squeeze(1), knots.gather(1, hi).squeeze(1)
+    y0, y1 = values.gather(1, lo).squeeze(1), values.gather(1, hi).squeeze(1)
+    width = x1 - x0
+    t = torch.where(width > 0, (x - x0) / torch.where(width > 0, width, torch.ones_like(width)), torch.ones_like(x))
+    return y0 + t * (y1 - y0)
 
 
 def macs_model(cg: ChannelGraph, gm: fx.GraphModule, registry: OpRegistry = REGISTRY) -> CostModel:

@@ -1,16 +1,25 @@
-"""Per-layer latency tables and the latency cost model behind ``Plan(latency=..., backend=...)``.
+"""Per-layer latency tables, the backend's width granularity, and the latency cost model behind
+``Plan(latency=..., backend=...)``.
 
 Every convolution / linear layer of the traced graph is timed alone on the target backend at its
-real input shape, once at full width and once with its prunable channel axes halved. Its latency
-is modelled as ``a + b * f`` where ``f`` is the product of the kept fractions of those axes (the
-same multilinear form as the MACs model, so the planner's budget searches work unchanged): ``b``
-is what channel pruning can save, ``a`` (launch / memory-bound overhead) is fixed. Whatever the
-whole model takes beyond the sum of its layers (pooling, adds, unfused activations) is a fixed
-cost too. Tables are cached per (backend, threads, library versions, layer shapes) under
-``$FXPRUNE_CACHE_DIR`` (default ``~/.cache/fxprune/latency``).
+real input shape over a grid of kept widths (``GRID``: 1, 7/8, ... 1/8 of each prunable channel
+axis, rounded to the backend's step), with the widths of all its prunable axes scaled together.
+Its latency is a piecewise-linear function of ``f``, the product of the kept fractions of those
+axes (the MACs fraction of the layer), interpolated between the measured widths; below the
+smallest it stays flat. Whatever the whole model takes beyond the sum of its layers (pooling,
+adds, unfused activations) is a fixed cost. Tables are cached per (backend, threads, library
+versions, layer shapes, step) under ``$FXPRUNE_CACHE_DIR`` (default ``~/.cache/fxprune/latency``);
+identical layers (a ResNet's repeated blocks) are timed once.
 
-Backends: "ort" — each layer is a one-node ONNX graph (Conv / Gemm) in an ONNX Runtime CPU
-session; "eager" — the torch module itself, CPU. The whole-model time uses the same backend.
+The step (``backend_step``) is the channel granularity the backend runs well, measured: three probe
+convolutions (3x3, depthwise 3x3, 1x1) are timed at every width from 33 to 64 and the step is the
+multiple that rounding up to gains most (``detect_step``). On ONNX Runtime CPU (AVX2) widths that
+are not multiples of 4 leave its blocked (NCHWc) kernels and a depthwise layer runs 2x slower;
+rounding to 16 gains most over the three probes (9% in time at equal MACs), so "auto" is 16 there.
+
+Backends (``LATENCY_BACKENDS``; ``register_latency_backend`` adds one): "ort" — each layer is a
+one-node ONNX graph (Conv / Gemm) in an ONNX Runtime CPU session; "eager" — the torch module
+itself, CPU. The whole-model time uses the same backend.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import hashlib
 import json
 import logging
 import os
+import math
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,43 +43,47 @@ from ..capture.meta import node_shape, submodule
 from ..errors import PlanError
 from ..timing import sample
 from .channel_graph import ChannelGraph
-
-
-from .params import weight_norm_of
 from .costmodel import CostModel
+from .params import weight_norm_of
 
-__all__ = ["LATENCY_BACKENDS", "ROUNDS", "cache_dir", "latency_model", "ort_session"]
+__all__ = ["GRID", "LATENCY_BACKENDS", "ROUNDS", "STEP_CANDIDATES", "LayerTimer", "backend_step", "cache_dir",
+           "detect_step", "latency_model", "measure_model", "ort_session", "register_latency_backend", "width_grid"]
 
 log = logging.getLogger(__name__)
 
-LATENCY_BACKENDS = ("ort", "eager")
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 ROUNDS = 2  # each width is timed in ROUNDS alternating rounds; the smallest median counts
+GRID = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)  # kept fractions a layer is timed at
+STEP_CANDIDATES = (1, 2, 4, 8, 16, 32)
+PROBE_WIDTHS = range(33, 65)
+
+
+class LayerTimer(Protocol):
+    """What a latency backend times: one layer alone at an input shape, and a whole graph."""
+
+    def layer(self, m: nn.Module, in_shape: tuple[int, ...]) -> float: ...
+
+    def model(self, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> float: ...
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("FXPRUNE_CACHE_DIR", Path.home() / ".cache" / "fxprune")) / "latency"
 
 
-def _halved(m: nn.Module, halve_out: bool, halve_in: bool) -> tuple[nn.Module, int, int]:
-    """A copy of ``m`` with its output / input channels halved (depthwise: both and the groups)."""
+def _resized(m: nn.Module, out_c: int, in_c: int) -> nn.Module:
+    """A copy of ``m`` (random weights) with ``out_c`` output and ``in_c`` input channels
+    (depthwise: both and the groups are ``out_c``; grouped: the group count stays)."""
     if isinstance(m, nn.Linear):
-        o = max(1, m.out_features // 2) if halve_out else m.out_features
-        i = max(1, m.in_features // 2) if halve_in else m.in_features
-        return nn.Linear(i, o, bias=m.bias is not None), o, i
+        return nn.Linear(in_c, out_c, bias=m.bias is not None)
     groups = m.groups
-    o = max(1, m.out_channels // 2) if halve_out else m.out_channels
-    i = max(1, m.in_channels // 2) if halve_in else m.in_channels
     if groups > 1:
-        if groups == m.in_channels == m.out_channels:  # depthwise: one axis in the weight
-            o = i = groups = max(1, m.out_channels // 2) if (halve_out or halve_in) else m.out_channels
-        else:  # grouped: keep the group count, halve the per-group widths
-            o = max(groups, (o // groups) * groups)
-            i = max(groups, (i // groups) * groups)
-    cls = type(m)
-    new = cls(i, o, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=groups,
-              bias=m.bias is not None, padding_mode=m.padding_mode)
-    return new, o, i
+        if groups == m.in_channels == m.out_channels:
+            in_c = groups = out_c
+        else:
+            out_c = max(groups, (out_c // groups) * groups)
+            in_c = max(groups, (in_c // groups) * groups)
+    return type(m)(in_c, out_c, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=groups,
+                   bias=m.bias is not None, padding_mode=m.padding_mode)
 
 
 def _macs(m: nn.Module, out_c: int, in_c: int, groups: int | None = None) -> float:
@@ -79,6 +94,8 @@ def _macs(m: nn.Module, out_c: int, in_c: int, groups: int | None = None) -> flo
 
 
 class _Timer:
+    """The built-in CPU backends ("eager", "ort")."""
+
     def __init__(self, backend: str, threads: int) -> None:
         self.backend, self.threads = backend, threads
         self.tmp = Path(tempfile.mkdtemp(prefix="fxprune-latency-"))
@@ -113,6 +130,134 @@ class _Timer:
         sess = ort_session(model_bytes, self.threads, ["CPUExecutionProvider"])
         feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
         return _median(lambda: sess.run(None, feed), iters=iters)
+
+
+def _ort_versions() -> dict[str, str]:
+    import onnxruntime  # optional dependency (the onnx extra)
+
+    return {"ort": onnxruntime.__version__}
+
+
+# name -> (factory(threads) -> LayerTimer, versions() -> what else the cache key depends on)
+LATENCY_BACKENDS: dict[str, tuple[Callable[[int], LayerTimer], Callable[[], dict[str, str]]]] = {
+    "ort": (lambda threads: _Timer("ort", threads), _ort_versions),
+    "eager": (lambda threads: _Timer("eager", threads), dict),
+}
+
+
+def register_latency_backend(name: str, factory: Callable[[int], LayerTimer],
+                             versions: Callable[[], dict[str, str]] = dict) -> None:
+    """Make ``Plan(latency=..., backend=name)`` time layers with ``factory(threads)``: an object
+    with ``layer(module, input_shape) -> ms`` and ``model(graph_module, inputs) -> ms``
+    (``versions()`` names what its timings depend on, for the cache key)."""
+    if not isinstance(name, str) or not name:
+        raise PlanError(f"a latency backend needs a name, got {name!r}")
+    LATENCY_BACKENDS[name] = (factory, versions)
+
+
+def _backend(backend: str) -> tuple[Callable[[int], LayerTimer], Callable[[], dict[str, str]]]:
+    if backend not in LATENCY_BACKENDS:
+        raise PlanError(f"latency tables can be measured on {sorted(LATENCY_BACKENDS)}, not {backend!r}")
+    return LATENCY_BACKENDS[backend]
+
+
+def _cache_key(backend: str, threads: int, payload: Any) -> str:
+    src = json.dumps({"backend": backend, "threads": threads, "torch": torch.__version__,
+                      "versions": _backend(backend)[1](), "payload": payload}, sort_keys=True)
+    return hashlib.sha256(src.encode()).hexdigest()[:20]
+
+
+class _threads:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self.saved)
+
+
+def detect_step(curves: Sequence[Mapping[int, float]], candidates: Sequence[int] = STEP_CANDIDATES,
+                tolerance: float = 0.01) -> int:
+    """The width step a backend runs well, from latency curves (width -> ms) of probe layers:
+    for each candidate step, the time every measured width takes once rounded up to a multiple of
+    the step (summed over widths, relative to the unrounded time, averaged over the curves). Of the
+    steps within ``tolerance`` of the best gain the largest wins: rounding up to it is free (a
+    staircase whose treads are ``step`` wide) or pays (off-step widths that run slower), so the
+    kept channels it adds cost nothing."""
+    gains = {}
+    for s in candidates:
+        ratios = []
+        for curve in curves:
+            widths = [w for w in curve if -(-w // s) * s in curve]
+            if not widths:
+                break
+            ratios.append(sum(curve[w] for w in widths) / sum(curve[-(-w // s) * s] for w in widths))
+        else:
+            gains[s] = float(np.mean(ratios))
+    if not gains:
+        raise ValueError("detect_step needs curves that contain the rounded-up widths")
+    best = max(gains.values())
+    return max(s for s, g in gains.items() if g >= best * (1 - tolerance))
+
+
+_STEPS: dict[tuple[str, int, str], int] = {}
+
+
+def backend_step(backend: str, threads: int | None = None, *, use_cache: bool = True) -> int:
+    """The channel granularity ``backend`` runs well, measured once per backend / threads /
+    library versions (cached): probe convolutions timed at every width 33..64 (``detect_step``)."""
+    threads = threads or torch.get_num_threads()
+    factory, _ = _backend(backend)
+    memo_key = (backend, threads, str(cache_dir()))
+    if use_cache and memo_key in _STEPS:
+        return _STEPS[memo_key]
+    path = cache_dir() / f"step-{backend}-{_cache_key(backend, threads, list(PROBE_WIDTHS))}.json"
+    if use_cache and path.exists():
+        _STEPS[memo_key] = int(json.loads(path.read_text())["step"])
+        return _STEPS[memo_key]
+    t0 = time.perf_counter()
+    timer = factory(threads)
+    probes = [(lambda w: nn.Conv2d(w, w, 3, padding=1), 14), (lambda w: nn.Conv2d(w, w, 3, padding=1, groups=w), 28),
+              (lambda w: nn.Conv2d(w, w, 1), 28)]
+    curves: list[dict[int, float]] = []
+    with _threads(threads):
+        for make, hw in probes:
+            curve = {w: float("inf") for w in PROBE_WIDTHS}
+            for _ in range(ROUNDS):
+                for w in PROBE_WIDTHS:
+                    curve[w] = min(curve[w], timer.layer(make(w), (1, w, hw, hw)))
+            curves.append(curve)
+    step = detect_step(curves)
+    log.info("backend %s: width step %d (measured in %.1fs)", backend, step, time.perf_counter() - t0)
+    if use_cache:
+        _STEPS[memo_key] = step
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"backend": backend, "threads": threads, "step": step,
+                                    "curves": [{str(k): v for k, v in c.items()} for c in curves]}, indent=1))
+    return step
+
+
+def width_grid(size: int, step: int, grid: Sequence[float] = GRID) -> list[int]:
+    """The widths a layer axis of ``size`` channels is timed at: ``grid`` fractions rounded up
+    to ``step`` (never above ``size``), distinct, largest first."""
+    out = []
+    for r in grid:
+        w = min(size, max(min(step, size), -(-math.ceil(r * size - 1e-9) // step) * step))
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def measure_model(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], backend: str,
+                  threads: int | None = None) -> float:
+    """Latency (ms) of the whole graph on ``backend``: the best of ``ROUNDS`` medians."""
+    threads = threads or torch.get_num_threads()
+    timer = _backend(backend)[0](threads)
+    with _threads(threads):
+        return min(timer.model(gm, inputs) for _ in range(ROUNDS))
 
 
 def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
@@ -185,12 +330,39 @@ def _layer_nodes(cg: ChannelGraph, gm: fx.GraphModule) -> list[tuple[fx.Node, nn
     return out
 
 
+def _variants(m: nn.Module, in_shape: tuple[int, ...], live_out: bool, live_in: bool,
+              step: int) -> list[tuple[nn.Module, tuple[int, ...], float]]:
+    """(module, input shape, MACs fraction) of ``m`` at every grid width of its live axes (the
+    axes scaled together); the first is ``m`` itself."""
+    o_full, i_full = _dims(m)
+    depthwise = not isinstance(m, nn.Linear) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    outs = width_grid(o_full, step) if (live_out or (depthwise and live_in)) else [o_full]
+    ins = width_grid(i_full, step) if (live_in and not depthwise) else [i_full]
+    n = max(len(outs), len(ins))
+    outs, ins = outs + outs[-1:] * (n - len(outs)), ins + ins[-1:] * (n - len(ins))
+    dense = _macs(m, o_full, i_full)
+    out, seen = [], set()
+    for o, i in zip(outs, ins):
+        v = m if (o, i) == (o_full, i_full) else _resized(m, o, i)
+        o, i = _dims(v)
+        if (o, i) in seen:
+            continue
+        seen.add((o, i))
+        shape = list(in_shape)
+        shape[-1 if isinstance(m, nn.Linear) else 1] = i
+        out.append((v, tuple(shape), _macs(v, o, i) / dense))
+    return out
+
+
 def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...] | None = None, *,
-                  backend: str = "ort", threads: int | None = None, use_cache: bool = True) -> CostModel:
+                  backend: str = "ort", threads: int | None = None, use_cache: bool = True,
+                  step: int = 1) -> CostModel:
     """Latency (ms) of ``gm`` at the shapes of ``inputs`` (default: random tensors of the
-    placeholders' propagated shapes) on ``backend`` as a multilinear function of the kept
-    channels (a ``CostModel`` the budget planner uses like the MACs model)."""
+    placeholders' propagated shapes) on ``backend`` as a function of the kept channels (a
+    ``CostModel`` with one piecewise-linear curve per layer, which the budget planner uses like
+    the MACs model). Layers are timed at widths that are multiples of ``step``."""
     threads = threads or torch.get_num_threads()
+    factory, _ = _backend(backend)
     if inputs is None:
         shapes = [node_shape(n) for n in gm.graph.nodes if n.op == "placeholder"]
         if any(s is None for s in shapes):
@@ -205,13 +377,9 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
     for node, m, in_shape, axes in layers:
         live = {a for a, ids in axes if prunable[roots[ids]].any()}
         specs.append({"node": node.name, "module": repr(m), "in_shape": list(in_shape),
-                      "halve_out": 0 in live, "halve_in": 1 in live})
-    import onnxruntime
-
-    key_src = json.dumps({"backend": backend, "threads": threads, "torch": torch.__version__,
-                          "ort": onnxruntime.__version__, "inputs": [list(x.shape) for x in inputs], "layers": specs},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+                      "live_out": 0 in live, "live_in": 1 in live})
+    key = _cache_key(backend, threads, {"inputs": [list(x.shape) for x in inputs], "layers": specs, "step": step,
+                                        "grid": list(GRID)})
     path = cache_dir() / f"{backend}-{key}.json"
     table = None
     if use_cache and path.exists():
@@ -219,43 +387,46 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
         log.info("latency table from cache %s", path)
     if table is None:
         t0 = time.perf_counter()
-        timer = _Timer(backend, threads)
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        timer = factory(threads)
+        memo: dict[tuple[str, tuple[int, ...]], float] = {}  # identical layers are timed once
+        with _threads(threads):
             rows = []
             for (node, m, in_shape, _), spec in zip(layers, specs):
-                small, o, i = _halved(m, spec["halve_out"], spec["halve_in"])
-                half_in = list(in_shape)
-                half_in[1 if len(in_shape) > 1 and not isinstance(m, nn.Linear) else -1] = i
-                full, half = float("inf"), float("inf")
-                for _ in range(ROUNDS):  # alternate the two widths; keep each one's best median
-                    full = min(full, timer.layer(m, in_shape))
-                    if spec["halve_out"] or spec["halve_in"]:
-                        half = min(half, timer.layer(small, tuple(half_in)))
-                half = min(half, full)
-                frac = _macs(small, o, i, getattr(small, "groups", None)) / _macs(m, *_dims(m))
-                rows.append({"node": node.name, "full_ms": full, "half_ms": half, "fraction": frac})
+                variants = _variants(m, in_shape, spec["live_out"], spec["live_in"], step)
+                todo = [(repr(v), s) for v, s, _ in variants]
+                if any(k not in memo for k in todo):
+                    best = [float("inf")] * len(variants)
+                    for _ in range(ROUNDS):  # alternate the widths; keep each one's best median
+                        for j, (v, s, _) in enumerate(variants):
+                            best[j] = min(best[j], timer.layer(v, s))
+                    memo.update(zip(todo, best))
+                points = sorted(([f, memo[k]] for (_, _, f), k in zip(variants, todo)), reverse=True)
+                for j in range(1, len(points)):  # a narrower layer never costs more than a wider one
+                    points[j][1] = min(points[j][1], points[j - 1][1])
+                rows.append({"node": node.name, "points": points[::-1]})
             total = min(timer.model(gm, inputs) for _ in range(ROUNDS))
-        finally:
-            torch.set_num_threads(saved)
-        table = {"backend": backend, "threads": threads, "total_ms": total, "layers": rows,
-                 "seconds": time.perf_counter() - t0}
+        table = {"backend": backend, "threads": threads, "step": step, "total_ms": total, "layers": rows,
+                 "timed_layers": len(memo), "seconds": time.perf_counter() - t0}
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(table, indent=1))
-        log.info("measured a latency table for %d layers on %s in %.1fs", len(rows), backend, table["seconds"])
+        log.info("measured a latency table for %d layers (%d distinct widths) on %s in %.1fs", len(rows),
+                 len(memo), backend, table["seconds"])
+    layer_sum = sum(row["points"][-1][1] for row in table["layers"])
+    rest = table["total_ms"] - layer_sum
+    scale = 1.0 if rest >= 0 or layer_sum <= 0 else table["total_ms"] / layer_sum  # layers alone over-predict
     terms: list[tuple[float, list[np.ndarray]]] = []
-    constant, layer_sum = 0.0, 0.0
+    curves: list[tuple[np.ndarray, np.ndarray]] = []
+    constant = max(0.0, rest)
     for (node, m, in_shape, axes), row in zip(layers, table["layers"]):
-        full, half, frac = row["full_ms"], row["half_ms"], row["fraction"]
-        b = max(0.0, (full - half) / (1.0 - frac)) if frac < 1.0 else 0.0
-        b = min(b, full)
-        terms.append((b, [ids for _, ids in axes]))
-        constant += full - b
-        layer_sum += full
-    constant += max(0.0, table["total_ms"] - layer_sum)
-    model = CostModel(cg, terms, constant, f"latency on {backend} (ms)")
+        f, t = (np.array(c, dtype=np.float64) for c in zip(*row["points"]))
+        t = t * scale
+        if len(f) == 1:
+            constant += float(t[-1])
+            continue
+        terms.append((1.0, [ids for _, ids in axes]))
+        curves.append((np.concatenate([[0.0], f]), np.concatenate([[t[0]], t])))
+    model = CostModel(cg, terms, constant, f"latency on {backend} (ms)", curves=curves)
     model.table = table  # type: ignore[attr-defined]
     return model
 
