@@ -45,7 +45,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     budget = {"flops": args.flops} if args.flops is not None else {"params": args.params} if args.params is not None \
         else {"sparsity": args.sparsity if args.sparsity is not None else 0.5}
     plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, min_channels=args.min_channels,
-                ignore=args.ignore or (), seed=args.seed, **budget, **structure_options(args))
+                ignore=args.ignore or (), seed=args.seed, **budget, **structure_options(args),
+                backend="ort" if args.round_to == "auto" else None)
     data = _calibration(args.data, shape, args.batches, args.seed)
     what = ", ".join(f"{k}={v:g}" for k, v in budget.items())
     with console.status(f"compiling {args.model} at {what} ({args.criterion}, {plan.scope})"):
@@ -175,6 +176,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
 
     model, small, x, plan = _pruned_from_args(args, console)
+    landing = report(small).latency
     cfg = BenchConfig(backends=args.backend, batch=args.batch, threads=args.threads, warmup=args.warmup,
                       iters=args.iters, processes=args.processes,
                       extra={"model": args.model, "plan": plan.to_dict()})
@@ -199,6 +201,16 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         console.print(f"skipped {name}: {why}")
     for w in res["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
+    if landing is not None:
+        res["plan_measurement"] = landing
+        res["iterations"] = landing["iterations"]
+        its = Table(title=f"plan measured on {landing['backend']} while compiling (round_to {landing['round_to']})")
+        for col in ("iteration", "planner target", "measured latency ratio", "speed-up"):
+            its.add_column(col, justify="right")
+        for i, it in enumerate(landing["iterations"], 1):
+            its.add_row(str(i), "-" if it["asked"] is None else f"{it['asked']:.3f}", f"{it['ratio']:.3f}",
+                        f"{1 / it['ratio']:.2f}x")
+        console.print(its)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -88,6 +88,18 @@ def _calibration(kind: str, shape: tuple[int, ...], batches: int, seed: int):
 
 
 
+def plan_backend(args: argparse.Namespace) -> str | None:
+    """The backend a CLI plan is measured on: --latency-backend, else (bench) ort or eager when
+    among the timed --backend list; None for prune."""
+    chosen = getattr(args, "latency_backend", None)
+    if chosen == "none":
+        return None
+    if chosen:
+        return chosen
+    timed = getattr(args, "backend", None) or []
+    return next((b for b in ("ort", "eager") if b in timed), None)
+
+
 def _pruned_from_args(args: argparse.Namespace, console: Console):
     """(dense model, pruned model, example input) from --model/--weights and --plan or the
     budget options (--sparsity / --flops / --params / --latency)."""
@@ -100,12 +112,14 @@ def _pruned_from_args(args: argparse.Namespace, console: Console):
     else:
         budget = {"flops": args.flops} if args.flops is not None else {"params": args.params} \
             if args.params is not None else {"sparsity": args.sparsity if args.sparsity is not None else 0.5}
-        extra = {}
+        backend = plan_backend(args)
         if getattr(args, "latency", None) is not None:
             budget = {"latency": args.latency}
-            extra = {"backend": args.latency_backend}
+            backend = backend or "ort"
+        if args.round_to == "auto" and backend is None:
+            backend = "ort"
         plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, seed=args.seed, **budget,
-                    **extra, **structure_options(args))
+                    backend=backend, **structure_options(args))
     with console.status(f"compiling {args.model}"):
         small = compiler.compile(model, plan, example_inputs=(x,))
     return model, small, x, plan

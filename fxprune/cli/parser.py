@@ -19,6 +19,18 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"input shape must look like 1,3,224,224, got {text!r}") from None
 
 
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--round-to takes a positive integer or 'auto', got {text!r}")
+    return value
+
+
 def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
     """The model, plan and example-input options shared by prune / export / bench."""
     p.add_argument("--model", required=True, help="model spec: torchvision:NAME, timm:NAME, hf:DIR (a local "
@@ -32,7 +44,8 @@ def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) ->
     budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
     p.add_argument("--criterion", default="l1")
     p.add_argument("--scope", choices=["local", "global"], help="default: the criterion's (global for cpmc, else local)")
-    p.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this (8/16 for ORT CPU)")
+    p.add_argument("--round-to", type=_round_to, help="kept widths become multiples of this; 'auto': the step the "
+                   "backend runs well, measured (default: auto for bench / export, 1 for prune)")
     p.add_argument("--attention", choices=list(ATTENTION), default="heads",
                    help="prune attention by whole heads (default) or by the same head dims in every head")
     p.add_argument("--layer-norm", choices=list(LAYER_NORM), default="exact",
@@ -124,13 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default: --batch)")
     ex.add_argument("--workspace-gib", type=float, default=4.0)
     ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    ex.add_argument("--latency-backend", choices=["ort", "eager", "none"], default="ort",
+                    help="where the plan is measured: round_to='auto' step and the check that the pruned model is "
+                         "faster (default ort; none: not measured, round_to 1)")
     ex.set_defaults(handler="commands:cmd_export")
 
     be = sub.add_parser("bench", help="latency of the dense and the pruned model, same run, over backends")
     _add_model_options(be)
     be.add_argument("--latency", type=float, help="latency budget: keep this fraction of the dense latency "
                                                   "(per-layer latency table measured on --latency-backend)")
-    be.add_argument("--latency-backend", default="ort", help="backend of the latency table (default ort)")
+    be.add_argument("--latency-backend", choices=["ort", "eager"],
+                    help="where the plan is measured: latency table, round_to='auto' step, and the check that the "
+                         "pruned model is faster (default: ort if among --backend, else eager)")
     be.add_argument("--backend", nargs="+", default=["eager", "ort"],
                     help="eager, compile, ort; on CUDA: cuda-fp16, cuda-graphs, cuda-compile, ort-cuda, ort-trt, trt")
     be.add_argument("--batch", type=int, default=1)

@@ -73,7 +73,21 @@ def test_cli_bench_writes_json_and_plot(tmp_path, capsys):
 def test_latency_plan_errors():
     with pytest.raises(PlanError, match="latency tables can be measured on"):
         fxprune.Plan(latency=0.5, backend="tpu")
-    with pytest.raises(PlanError, match="give latency"):
-        fxprune.Plan(backend="ort")
     with pytest.raises(PlanError, match="one of"):
         fxprune.Plan(latency=0.5, flops=0.5)
+
+
+def test_cli_bench_latency_plan_reports_its_iterations(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "b.json"
+    assert main(["bench", "--model", "torchvision:resnet18", "--input-shape", "1,3,64,64", "--latency", "0.6",
+                 "--backend", "ort", "--batch", "1",
+                 "--processes", "1", "--iters", "5", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    _check_schema(res, ["ort"])
+    m = res["plan_measurement"]
+    assert res["plan"]["latency"] == 0.6 and res["plan"]["round_to"] == "auto" and m["backend"] == "ort"
+    assert 1 <= len(res["iterations"]) <= 4 and res["iterations"][0]["asked"] == 0.6
+    assert m["ratio"] == min((it["ratio"] for it in res["iterations"]), key=lambda r: abs(r - 0.6))
+    assert m["round_to"] in (1, 2, 4, 8, 16, 32)
+    assert "planner target" in capsys.readouterr().out
