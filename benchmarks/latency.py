@@ -3,7 +3,9 @@ worker processes (``fxprune.bench.compare``).
 
     python benchmarks/latency.py                                  # README table: resnet50, mobilenet_v2, densenet121
     python benchmarks/latency.py --models resnet50 --batch 8 --backends ort --round-to 1 8 16 32
-    python benchmarks/latency.py --plans latency                  # Plan(latency=0.5, backend="ort") vs sparsity 0.5
+    python benchmarks/latency.py --plans latency --target 0.5 --backend ort --batch 1 \
+        --models resnet50 mobilenet_v2 mnasnet1_0 efficientnet_b0 regnet_y_800mf convnext_tiny
+                                                                  # Plan(latency=0.5, backend="ort"): lands within 10%?
     python benchmarks/latency.py --sweep --backends ort --batch 1 # every torchvision classifier (long)
     python benchmarks/latency.py --device cuda                    # GPU backends, on a GPU machine
 
@@ -41,12 +43,17 @@ def sweep_models() -> list[str]:
     return [n for n in names if n not in ("vit_h_14", "regnet_y_128gf")]
 
 
-def plan_for(kind: str, args: argparse.Namespace, round_to: int) -> fxprune.Plan:
+def plan_for(kind: str, args: argparse.Namespace, round_to: int | str) -> fxprune.Plan:
+    backend = args.backend if (kind == "latency" or round_to == "auto") else None
     if kind == "latency":
-        return fxprune.Plan(latency=args.target, backend="ort", round_to=round_to)
+        return fxprune.Plan(latency=args.target, backend=backend, round_to=round_to)
     if kind == "flops":
-        return fxprune.Plan(flops=args.target, round_to=round_to)
-    return fxprune.Plan(sparsity=args.sparsity, criterion=args.criterion, round_to=round_to)
+        return fxprune.Plan(flops=args.target, round_to=round_to, backend=backend)
+    return fxprune.Plan(sparsity=args.sparsity, criterion=args.criterion, round_to=round_to, backend=backend)
+
+
+def _round_to(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -73,6 +80,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 try:
                     plan = plan_for(kind, args, r)
                     small = fxprune.compile(model, plan, example_inputs=(x,), verify=False)
+                    compile_s = time.perf_counter() - t0
+                    rep = fxprune.report(small)
                     res = compare(model, small, (x,), BenchConfig(
                         backends=backends, batch=args.batch, threads=args.threads, warmup=args.warmup,
                         iters=args.iters, processes=args.processes,
@@ -82,7 +91,13 @@ def run(args: argparse.Namespace) -> list[dict]:
                                  "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
                     print(f"[{i + 1}/{len(models)}] {spec} {kind} round_to={r}: FAILED {rows[-1]['error']}", flush=True)
                     continue
+                res["compile_s"], res["plan_measurement"] = compile_s, rep.latency
+                res["table_s"] = rep.seconds.get("backend")
                 rows.append(res)
+                if rep.latency:
+                    its = rep.latency["iterations"]
+                    print(f"    measured while planning on {rep.latency['backend']} (round_to {rep.latency['round_to']}): "
+                          + ", ".join(f"{it['ratio']:.3f}" for it in its) + f" [{compile_s:.0f}s]", flush=True)
                 line = ", ".join(f"{b}: {v['dense']['median_ms']:.2f} -> {v['pruned']['median_ms']:.2f} ms "
                                  f"({v['speedup']:.2f}x, {v['efficiency']:.2f} of MACs)" for b, v in res["backends"].items())
                 print(f"[{i + 1}/{len(models)}] {spec} {kind} round_to={r}: MACs {res['theoretical_speedup']:.2f}x fewer; "
@@ -100,21 +115,25 @@ def write_markdown(rows: list[dict], args: argparse.Namespace, out: Path) -> Non
              f"batch {args.batch}; median of {args.processes} worker processes x {args.iters} iterations; "
              f"threads {args.threads or 'all'}; speed-up = dense / pruned median latency; "
              "realised / MACs = speed-up divided by the MACs ratio dense / pruned.", "",
-             "| model | plan | round_to | MACs dense/pruned | backend | dense ms | pruned ms | speed-up | realised / MACs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "planning: the latency ratios measured on the plan's backend while compiling, one per "
+             "iteration (the closed loop), and the compile seconds (latency tables included).", "",
+             "| model | plan | round_to | MACs dense/pruned | backend | dense ms | pruned ms | speed-up | realised / MACs "
+             "| planning |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     effs: dict[str, list[float]] = {}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r.get('plan_kind', '')} | {r.get('round_to', '')} | failed: {r['error'][:80]} |"
-                         " | | | | |")
+            lines.append(f"| {r['model']} | {r.get('plan_kind', '')} | {r.get('round_to', '')} | failed: {r['error'][:160]} |"
+                         " | | | | | |")
             continue
         for b, v in r["backends"].items():
             effs.setdefault(b, []).append(v["efficiency"])
             lines.append(f"| {r['model'].split(':')[-1]} | {r['plan_kind']} | {r['round_to']} | "
                          f"{r['theoretical_speedup']:.2f}x | {b} | {v['dense']['median_ms']:.2f} | "
-                         f"{v['pruned']['median_ms']:.2f} | {v['speedup']:.2f}x | {v['efficiency']:.2f} |")
+                         f"{v['pruned']['median_ms']:.2f} | {v['speedup']:.2f}x | {v['efficiency']:.2f} | "
+                         f"{_planning(r)} |")
         for b, why in r.get("skipped", {}).items():
-            lines.append(f"| {r['model'].split(':')[-1]} | {r['plan_kind']} | {r['round_to']} | | {b} | skipped: {why} | | | |")
+            lines.append(f"| {r['model'].split(':')[-1]} | {r['plan_kind']} | {r['round_to']} | | {b} | skipped: {why} | | | | |")
     lines.append("")
     for b, e in effs.items():
         lines.append(f"- {b}: median realised / MACs over {len(e)} rows: {statistics.median(e):.2f}")
@@ -122,6 +141,15 @@ def write_markdown(rows: list[dict], args: argparse.Namespace, out: Path) -> Non
     for w in warn[:3]:
         lines.append(f"- warning during the run: {w}")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+
+
+def _planning(r: dict) -> str:
+    m = r.get("plan_measurement")
+    secs = f"{r['compile_s']:.0f} s" if r.get("compile_s") is not None else ""
+    if not m:
+        return secs
+    its = " -> ".join(f"{it['ratio']:.2f}" for it in m["iterations"])
+    return f"{its} (step {m['round_to']}); {secs}"
 
 
 def main() -> None:
@@ -134,7 +162,10 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--target", type=float, default=0.5, help="fraction kept for flops / latency plans")
     p.add_argument("--criterion", default="l1")
-    p.add_argument("--round-to", nargs="+", type=int, default=[1])
+    p.add_argument("--round-to", nargs="+", type=_round_to, default=["auto"],
+                   help="integers or auto (the plan backend's measured step; default)")
+    p.add_argument("--backend", default="ort", choices=["ort", "eager"],
+                   help="where latency plans and round_to=auto are measured (default ort)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--input-size", type=int, help="override the input resolution")
     p.add_argument("--threads", type=int, default=0)
