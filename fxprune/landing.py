@@ -74,12 +74,15 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
                 break
             try:
                 res = resolve(dataclasses.replace(plan, latency=asked))
-            except PlanError as exc:
+            except PlanError as exc:  # below what the table can plan: the lowest target that it can
                 info["unreachable"] = str(exc)
-                warnings.warn(f"latency={target:g} on {plan.backend}: measured {min(r for r, _ in tried):.3f} of the "
-                              f"dense latency at best; the corrected target {asked:.3f} cannot be planned ({exc})",
-                              stacklevel=3)
-                break
+                lowest = _lowest_plannable(plan, resolve, asked, min(a for a, _ in points))
+                if lowest is None or any(abs(lowest[0] - a) < 1e-4 for a, _ in points):
+                    warnings.warn(f"latency={target:g} on {plan.backend} is out of reach: the pruned model measures "
+                                  f"{min(r for r, _ in tried):.3f} of the dense latency at the most the plan can prune "
+                                  f"({exc})", stacklevel=3)
+                    break
+                asked, res = lowest
             tried.append((record(res, asked), res))
             points.append((asked, tried[-1][0]))
         ratio, best = min(tried, key=lambda t: (abs(t[0] - target), t[0]))
@@ -89,15 +92,15 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
                           "report(small).latency", stacklevel=3)
     else:
         ratio, best = tried[0]
-        if ratio > 1.0 and _step_of(first, step) < step:
-            warnings.warn(f"backend={plan.backend!r}: the pruned model measured slower than the dense one "
-                          f"({ratio:.2f}x its latency) with round_to={plan.round_to}; resolving again with the "
-                          f"backend's step, round_to={step}", stacklevel=3)
-            res = resolve(dataclasses.replace(plan, round_to=step))
-            r2 = record(res, None)
-            if r2 < ratio:
-                ratio, best = r2, res
-                info["round_to"] = step
+    if ratio > 1.0 and _step_of(first, step) < step:
+        warnings.warn(f"backend={plan.backend!r}: the pruned model measured slower than the dense one "
+                      f"({ratio:.2f}x its latency) with round_to={plan.round_to}; resolving again with the "
+                      f"backend's step, round_to={step}", stacklevel=3)
+        res = resolve(dataclasses.replace(plan, round_to=step))
+        r2 = record(res, None)
+        if r2 < ratio:
+            ratio, best = r2, res
+            info["round_to"] = step
     if ratio > 1.0:
         warnings.warn(f"backend={plan.backend!r}: THE PRUNED MODEL IS SLOWER THAN THE DENSE ONE ({ratio:.2f}x its "
                       "measured latency). Prune more (a latency budget), raise round_to, or keep the dense model.",
@@ -105,6 +108,21 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
     best.plan = plan
     info.update(pruned_ms=ratio * dense_ms, ratio=ratio, speedup=1.0 / ratio, target=plan.latency)
     return best, info
+
+
+def _lowest_plannable(plan: Plan, resolve: Callable[[Plan], Resolution], bad: float,
+                      good: float) -> tuple[float, Resolution] | None:
+    """The smallest latency target in (bad, good] the planner can still resolve (bisection;
+    ``bad`` raised, ``good`` resolved), with its resolution."""
+    found = None
+    for _ in range(6):
+        mid = (bad + good) / 2
+        try:
+            found = (mid, resolve(dataclasses.replace(plan, latency=mid)))
+            good = mid
+        except PlanError:
+            bad = mid
+    return found
 
 
 def _next_target(points: list[tuple[float, float]], target: float) -> float:

@@ -11,11 +11,12 @@ adds, unfused activations) is a fixed cost. Tables are cached per (backend, thre
 versions, layer shapes, step) under ``$FXPRUNE_CACHE_DIR`` (default ``~/.cache/fxprune/latency``);
 identical layers (a ResNet's repeated blocks) are timed once.
 
-The step (``backend_step``) is the channel granularity the backend runs well, measured: three probe
-convolutions (3x3, depthwise 3x3, 1x1) are timed at every width from 33 to 64 and the step is the
-multiple that rounding up to gains most (``detect_step``). On ONNX Runtime CPU (AVX2) widths that
-are not multiples of 4 leave its blocked (NCHWc) kernels and a depthwise layer runs 2x slower;
-rounding to 16 gains most over the three probes (9% in time at equal MACs), so "auto" is 16 there.
+The step (``backend_step``) is the channel granularity the backend runs well, measured: a probe
+network (1x1, depthwise 3x3, 1x1 and 3x3 convolutions, all one width) is timed whole at every width
+from 33 to 64, at 28x28 and 14x14, and the step is the largest multiple within 1% of the best gain
+from rounding up (``detect_step``). On ONNX Runtime CPU, widths that are not multiples of 4 leave
+its blocked (NCHWc) kernels (a depthwise layer then runs 2x slower). Single layers timed alone
+would mislead here: each one-node graph pays the NCHWc reorders that a real model pays once.
 
 Backends (``LATENCY_BACKENDS``; ``register_latency_backend`` adds one): "ort" — each layer is a
 one-node ONNX graph (Conv / Gemm) in an ONNX Runtime CPU session; "eager" — the torch module
@@ -206,6 +207,14 @@ def detect_step(curves: Sequence[Mapping[int, float]], candidates: Sequence[int]
 _STEPS: dict[tuple[str, int, str], int] = {}
 
 
+def _probe(w: int) -> nn.Module:
+    """A MobileNet-style block and a 3x3 convolution, all ``w`` wide: what the step is measured on.
+    Timed as one graph, so a backend's layout changes between layers (ORT's NCHW <-> NCHWc
+    reorders) are paid once, as in a real model, not once per layer."""
+    return nn.Sequential(nn.Conv2d(w, w, 1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1, groups=w), nn.ReLU(),
+                         nn.Conv2d(w, w, 1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU()).eval()
+
+
 def backend_step(backend: str, threads: int | None = None, *, use_cache: bool = True) -> int:
     """The channel granularity ``backend`` runs well, measured once per backend / threads /
     library versions (cached): probe convolutions timed at every width 33..64 (``detect_step``)."""
@@ -220,15 +229,14 @@ def backend_step(backend: str, threads: int | None = None, *, use_cache: bool = 
         return _STEPS[memo_key]
     t0 = time.perf_counter()
     timer = factory(threads)
-    probes = [(lambda w: nn.Conv2d(w, w, 3, padding=1), 14), (lambda w: nn.Conv2d(w, w, 3, padding=1, groups=w), 28),
-              (lambda w: nn.Conv2d(w, w, 1), 28)]
     curves: list[dict[int, float]] = []
     with _threads(threads):
-        for make, hw in probes:
+        for hw in (28, 14):
+            probes = {w: (fx.symbolic_trace(_probe(w)), (torch.randn(1, w, hw, hw),)) for w in PROBE_WIDTHS}
             curve = {w: float("inf") for w in PROBE_WIDTHS}
             for _ in range(ROUNDS):
-                for w in PROBE_WIDTHS:
-                    curve[w] = min(curve[w], timer.layer(make(w), (1, w, hw, hw)))
+                for w, (gm, x) in probes.items():
+                    curve[w] = min(curve[w], timer.model(gm, x))
             curves.append(curve)
     step = detect_step(curves)
     log.info("backend %s: width step %d (measured in %.1fs)", backend, step, time.perf_counter() - t0)
@@ -290,7 +298,14 @@ def _onnx_layer(m: nn.Module, in_shape: tuple[int, ...]) -> bytes:
     if m.bias is not None:
         inits.append(numpy_helper.from_array(np.zeros(m.weight.shape[0], np.float32), "B"))
         ins.append("B")
-    if isinstance(m, nn.Linear):
+    nodes = None
+    if isinstance(m, nn.Linear) and len(in_shape) != 2:  # a linear layer over (N, ..., C): MatMul (+ Add)
+        inits[0] = numpy_helper.from_array(np.ascontiguousarray(w.T), "W")
+        nodes = [helper.make_node("MatMul", ["X", "W"], ["Y" if m.bias is None else "XW"])]
+        if m.bias is not None:
+            nodes.append(helper.make_node("Add", ["XW", "B"], ["Y"]))
+        out_shape = [*in_shape[:-1], m.out_features]
+    elif isinstance(m, nn.Linear):
         node = helper.make_node("Gemm", ins, ["Y"], transB=1)
         out_shape = [in_shape[0], m.out_features]
     else:
@@ -305,7 +320,7 @@ def _onnx_layer(m: nn.Module, in_shape: tuple[int, ...]) -> bytes:
         out_shape = None
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, list(in_shape))
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)
-    graph = helper.make_graph([node], "layer", [x], [y], inits)
+    graph = helper.make_graph(nodes or [node], "layer", [x], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()

@@ -99,10 +99,10 @@ def test_detect_step_is_one_without_steps_and_prefers_fast_multiples():
 def test_backend_step_is_measured_on_the_backend_and_cached(toy):
     timer = toy(step=8, odd=2.0)
     assert lat.backend_step("toy", 1) == 8
-    calls = timer.layer_calls
-    assert calls >= 3 * len(lat.PROBE_WIDTHS)
+    calls = timer.model_calls
+    assert calls >= 2 * len(lat.PROBE_WIDTHS)  # the probe network at every width, timed whole
     lat._STEPS.clear()
-    assert lat.backend_step("toy", 1) == 8 and timer.layer_calls == calls  # from the cache file
+    assert lat.backend_step("toy", 1) == 8 and timer.model_calls == calls  # from the cache file
 
 
 def test_width_grid():
@@ -234,3 +234,25 @@ def test_latency_table_is_measured_for_real_on_onnx_runtime(tmp_path, monkeypatc
         assert list(f) == sorted(f) and f[-1] == 1.0 and len(f) >= 3
         assert all(m > 0 for m in ms) and list(ms) == sorted(ms)  # narrower never slower (monotone table)
     assert json.loads(next((tmp_path / "latency").glob("ort-*.json")).read_text())["step"] == 4
+
+
+class ChannelsLastMLP(nn.Module):
+    """ConvNeXt's pattern: a linear layer over (N, H, W, C)."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.conv, self.fc1, self.fc2 = nn.Conv2d(3, c, 3, padding=1), nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)
+        return self.fc2(torch.relu(self.fc1(y))).permute(0, 3, 1, 2)
+
+
+def test_onnx_runtime_table_times_linear_layers_over_4d_inputs(tmp_path, monkeypatch):
+    from fxprune.compiler import analyse
+
+    monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(tmp_path))
+    a = analyse(ChannelsLastMLP(), (torch.randn(1, 3, 8, 8),))
+    cm = lat.latency_model(a.cg, a.traced.eval_gm, backend="ort", threads=1, step=4)
+    # every width ran in ONNX Runtime (MatMul over rank 4); fc1 and fc2 are prunable on both axes
+    assert [len(r["points"]) for r in cm.table["layers"]] == [4, 8, 8]
