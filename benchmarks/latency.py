@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     backends = args.backends or (CUDA_BACKENDS if args.device == "cuda" else CPU_BACKENDS)
-    models = sweep_models() if args.sweep else args.models
+    models = [m for m in (sweep_models() if args.sweep else args.models) if m not in args.exclude]
     rows: list[dict] = []
     for i, name in enumerate(models):
         spec = name if ":" in name else f"torchvision:{name}"
@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 print(f"[{i + 1}/{len(models)}] {spec} {kind} round_to={r}: MACs {res['theoretical_speedup']:.2f}x fewer; "
                       f"{line} [{time.perf_counter() - t0:.0f}s]", flush=True)
                 (out / f"{args.name}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+                write_markdown(rows, args, out)  # after every model: a stopped sweep keeps what it measured
     write_markdown(rows, args, out)
     ok = [r for r in rows if "backends" in r]
     if ok:
@@ -137,6 +138,11 @@ def write_markdown(rows: list[dict], args: argparse.Namespace, out: Path) -> Non
     lines.append("")
     for b, e in effs.items():
         lines.append(f"- {b}: median realised / MACs over {len(e)} rows: {statistics.median(e):.2f}")
+    speed = {b: [r["backends"][b]["speedup"] for r in rows if b in r.get("backends", {})] for b in effs}
+    for b, sp in speed.items():
+        slow = [r["model"].split(":")[-1] for r in rows if b in r.get("backends", {}) and r["backends"][b]["speedup"] < 1]
+        lines.append(f"- {b}: median speed-up {statistics.median(sp):.2f}x; slower than dense: {len(slow)}"
+                     + (f" ({', '.join(slow)})" if slow else ""))
     warn = sorted({w for r in rows for w in r.get("warnings", [])})
     for w in warn[:3]:
         lines.append(f"- warning during the run: {w}")
@@ -156,6 +162,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2", "densenet121"])
     p.add_argument("--sweep", action="store_true", help="every torchvision classifier (but the two giants)")
+    p.add_argument("--exclude", nargs="*", default=[], help="model names left out (e.g. of --sweep)")
     p.add_argument("--backends", nargs="+", help="default: eager ort (cpu) / the CUDA backends (cuda)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--plans", nargs="+", default=["sparsity"], choices=["sparsity", "flops", "latency"])
