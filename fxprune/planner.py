@@ -220,7 +220,34 @@ def _local_budget(plan, cg, active, free, fixed, scores, pinned, model, target) 
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if cost(mid) <= target else (mid, hi)
-    return keep_at(hi)
+    return _local_fill(plan, cg, active, free, keep_at(hi), orders, model, target)
+
+
+def _local_fill(plan, cg, active, free, keep, orders, model, target) -> dict[int, list[int]]:
+    """With a coarse ``round_to`` every group of one width crosses a step at the same ratio
+    (a DenseNet's 32-channel growth layers go 32 -> 16 together, undershooting a MACs budget by a
+    third): give groups back one step of their best removed channels, the most pruned first,
+    while the budget still holds."""
+    step = concrete_step(plan).round_to
+    if step == 1:
+        return keep
+    counts = {g.index: len(keep[g.index]) for g in free}
+    cur = model.evaluate(_keep_vector(cg, active, keep))
+    for _ in range(4):
+        changed = False
+        for g in sorted(free, key=lambda g: (counts[g.index] / g.size, g.index)):
+            if cur >= target * (1 - 1e-3):
+                return keep
+            k = min(g.size, counts[g.index] + step)
+            if k == counts[g.index]:
+                continue
+            trial = {**keep, g.index: sorted(orders[g.index][:k].tolist())}
+            new = model.evaluate(_keep_vector(cg, active, trial))
+            if new <= target:
+                keep, cur, counts[g.index], changed = trial, new, k, True
+        if not changed:
+            break
+    return keep
 
 
 def _global_budget(plan, cg, active, free, fixed, scores, pinned, model, target, ctx, spec) -> dict[int, list[int]]:

@@ -79,3 +79,19 @@ def test_help_and_version_load_no_torch():
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "[]"
     assert fxprune.compile.__module__ == "fxprune.compiler" and callable(fxprune.report)
+
+
+def test_export_and_analyze_print_json_on_stdout(tmp_path, capsys):
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "--model", "cifar:resnet20", "--sparsity", "0.5", "--onnx", str(onnx), "--latency-backend",
+                 "none", "--json"]) == 0
+    out = capsys.readouterr()
+    info = json.loads(out.out)  # stdout is the JSON object alone; the table went to stderr
+    assert info == json.loads(onnx.with_suffix(".json").read_text())
+    assert info["plan"]["round_to"] == 1 and info["plan_measurement"] is None and 0 < info["macs_ratio"] < 0.5
+    assert "fxprune export" in out.err
+    assert main(["analyze", "--model", "cifar:resnet20", "--criteria", "l1", "l2", "--out", str(tmp_path / "a"),
+                 "--json"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    assert set(summary["pairs"]) == {"l1~l2"} and "similarity of criteria" in out.err

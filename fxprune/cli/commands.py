@@ -95,7 +95,8 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
-
+    if args.json:
+        console = Console(stderr=True)  # stdout carries the JSON alone
     out_dir(args.out)
     model, spec = get_model(args.model, args.weights)
     torch.manual_seed(args.seed)
@@ -126,13 +127,15 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     for name, why in a.skipped.items():
         console.print(f"skipped {name}: {why} (use --data digits)")
     console.print(f"wrote {', '.join(p.name for p in files)} to {args.out}")
+    if args.json:
+        print(json.dumps({"model": args.model, "files": [str(p) for p in files], **s}, indent=1, default=str))
     return 0
 
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-
-
+    if args.json:
+        console = Console(stderr=True)  # stdout carries the JSON alone
     model, small, x, plan = _pruned_from_args(args, console)
     xb = x[:1].expand(args.batch, *x.shape[1:]).contiguous()
     with console.status(f"exporting {args.onnx}"):
@@ -140,7 +143,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
                           args.trt, dynamic_batch=False if args.static_batch else None)
     rep = report(small)
     info = {"model": args.model, "plan": plan.to_dict(), "macs_ratio": rep.macs_ratio, "params_ratio": rep.params_ratio,
-            "onnx": exp.to_dict()}
+            "onnx": exp.to_dict(), "plan_measurement": rep.latency}
     t = Table(title=f"fxprune export: {args.model}")
     for col in ("file", "exporter", "opset", "dtype", "batch axis", "ORT parity (max abs err)"):
         t.add_column(col)
@@ -166,21 +169,23 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
                       f"{', via ' + build.fp16_via if build.fp16_via else ''}) in {build.seconds:.1f}s")
     Path(args.onnx).with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
     console.print(f"wrote {args.onnx} and {Path(args.onnx).with_suffix('.json')}")
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
     return 0
 
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-
     from rich.progress import Progress
 
-
+    if args.json == "-":
+        console = Console(stderr=True)  # stdout carries the JSON alone
     model, small, x, plan = _pruned_from_args(args, console)
     landing = report(small).latency
     cfg = BenchConfig(backends=args.backend, batch=args.batch, threads=args.threads, warmup=args.warmup,
                       iters=args.iters, processes=args.processes,
                       extra={"model": args.model, "plan": plan.to_dict()})
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, console=console) as bar:
         task = bar.add_task("benchmarking", total=len(args.backend) * args.processes)
         res = compare(model, small, (x,), cfg,
                       progress=lambda i, n, text: bar.update(task, completed=i, total=n, description=text))
@@ -211,7 +216,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             its.add_row(str(i), "-" if it["asked"] is None else f"{it['asked']:.3f}", f"{it['ratio']:.3f}",
                         f"{1 / it['ratio']:.2f}x")
         console.print(its)
-    if args.json:
+    if args.json == "-":
+        print(json.dumps(res, indent=1))
+    elif args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))
         console.print(f"wrote {args.json}")

@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--weights", help="local state-dict file to load into the model")
     an.add_argument("--criteria", nargs="+", default=["l1", "l2", "fpgm", "bn_scale", "taylor"])
     an.add_argument("--sparsity", type=float, default=0.5, help="pruning ratio for pruned sets and thresholds")
+    an.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (tables on stderr)")
     an.add_argument("--data", choices=["none", "digits", "skeleton"], default="none",
                     help="calibration data for data-driven criteria (taylor): scikit-learn digits, resized")
     an.add_argument("--batches", type=int, default=4, help="calibration batches (of 32)")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-batch", type=int, help="TensorRT profile: largest batch (default: --batch)")
     ex.add_argument("--workspace-gib", type=float, default=4.0)
     ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    ex.add_argument("--json", action="store_true", help="print the export report as JSON on stdout (tables on stderr)")
     ex.add_argument("--latency-backend", choices=["ort", "eager", "none"], default="ort",
                     help="where the plan is measured: round_to='auto' step and the check that the pruned model is "
                          "faster (default ort; none: not measured, round_to 1)")
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--processes", type=int, default=3, help="separate worker processes per backend")
     be.add_argument("--iters", type=int, default=50)
     be.add_argument("--warmup", type=int, default=10)
-    be.add_argument("--json", help="write the result JSON here")
+    be.add_argument("--json", help="write the result JSON here ('-': print it on stdout, tables on stderr)")
     be.add_argument("--plot", help="write a latency-vs-MACs PNG here")
     be.set_defaults(handler="commands:cmd_bench")
 
