@@ -99,7 +99,6 @@ class _Timer:
 
     def __init__(self, backend: str, threads: int) -> None:
         self.backend, self.threads = backend, threads
-        self.tmp = Path(tempfile.mkdtemp(prefix="fxprune-latency-"))
 
     def layer(self, m: nn.Module, in_shape: tuple[int, ...]) -> float:
         x = torch.randn(*in_shape)
@@ -122,10 +121,12 @@ class _Timer:
                     net(*inputs)
 
             return _median(run, iters=30)
-        path = self.tmp / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(gm.eval(), inputs, str(path), dynamo=False, opset_version=18)
-        return self._ort(path.read_bytes(), *inputs, iters=30)
+        with tempfile.TemporaryDirectory(prefix="fxprune-latency-") as tmp:  # a big model's ONNX is 100 MB
+            path = Path(tmp) / "model.onnx"
+            with torch.no_grad():
+                torch.onnx.export(gm.eval(), inputs, str(path), dynamo=False, opset_version=18)
+            model = path.read_bytes()
+        return self._ort(model, *inputs, iters=30)
 
     def _ort(self, model_bytes: bytes, *inputs: torch.Tensor, iters: int = 20) -> float:
         sess = ort_session(model_bytes, self.threads, ["CPUExecutionProvider"])
