@@ -142,6 +142,14 @@ def _opaque_calls(traced: TracedModel, registry: OpRegistry) -> list[str]:
     return out
 
 
+def _aten_calls(traced: TracedModel) -> int:
+    """ATen operator calls in the fx graph: the model is itself a torch.export program
+    (``ExportedProgram.module()``, a loaded ``.pt2``), whose ATen ops the export capture's
+    translator maps back to the torch-level ops the channel rules know."""
+    return sum(n.op == "call_function" and isinstance(n.target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket))
+               for n in traced.eval_gm.graph.nodes)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
@@ -196,7 +204,8 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                 fx_error = exc
         export_error: TraceError | None = None
         opaque = _opaque_calls(traced, registry) if traced is not None else []
-        if capture == "export" or (capture == "auto" and (fx_error is not None or traced.auto_leaves or opaque)):
+        aten = _aten_calls(traced) if traced is not None else 0
+        if capture == "export" or (capture == "auto" and (fx_error is not None or traced.auto_leaves or opaque or aten)):
             try:
                 exported, cap = export_trace(model, inputs, concrete_args, leaf_modules=leaf_modules,
                                              registry=registry)
@@ -213,6 +222,9 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                 elif traced is not None and traced.auto_leaves:
                     notes.append(f"torch.fx kept {len(traced.auto_leaves)} submodule(s) whole; captured with "
                                  "torch.export instead")
+                elif traced is not None and aten:
+                    notes.append(f"{type(model).__name__} is an ATen-level graph ({aten} ATen op call(s): a torch.export "
+                                 "program); captured with torch.export")
                 elif traced is not None:
                     notes.append(f"torch.fx kept {len(opaque)} call(s) of wrapped functions whole ("
                                  + ", ".join(sorted(set(opaque))) + "); captured with torch.export instead")
@@ -345,10 +357,13 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
         def resolve_one(p: Plan) -> Resolution:
             return resolve(model, p, analysis=a, calibration_data=calibration_data, calibration_loss=calibration_loss)
 
-        with a.timer.stage("backend"):
-            resolution, landing = land(plan or Plan(), resolve_one,
-                                       lambda r: _rewrite(a, r, registry, native, model.training)[0].eval(),
-                                       a.traced.eval_gm, a.inputs)
+        t0, score0 = time.perf_counter(), a.timer.seconds.get("score", 0.0)
+        resolution, landing = land(plan or Plan(), resolve_one,
+                                   lambda r: _rewrite(a, r, registry, native, model.training)[0].eval(),
+                                   a.traced.eval_gm, a.inputs)
+        if landing is not None:  # the rounds of building and timing on the backend, less their planning ("score")
+            a.timer.seconds["backend"] = a.timer.seconds.get("backend", 0.0) + time.perf_counter() - t0 - (
+                a.timer.seconds.get("score", 0.0) - score0)
     elif plan is not None:
         log.info("a resolution was given; the plan is only recorded")
     timer, cg, traced = a.timer, a.cg, a.traced
@@ -540,5 +555,13 @@ def _report(model: nn.Module, small: PrunedGraphModule, a: Analysis, resolution:
         train_graph=a.traced.train_gm is not None,
         notes=notes, plan=plan.to_dict() if plan is not None else None,
         fixed_arguments={k: repr(v) for k, v in a.fixed_arguments.items()},
-        capture=a.capture, specialised=list(a.specialised),
+        capture=a.capture, specialised=list(a.specialised), inputs=_input_record(a.inputs),
     )
+
+
+def _input_record(inputs: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The example inputs' tensors (shape, dtype): what a saved model needs to be compiled again."""
+    from torch.utils._pytree import tree_leaves
+
+    return [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+            for t in tree_leaves(inputs) if isinstance(t, torch.Tensor)]

@@ -57,6 +57,7 @@ class Report(JsonRecord):
     capture: str = "fx"  # how the model was captured: "fx" (symbolic tracing) or "export" (torch.export)
     specialised: list[str] = field(default_factory=list)  # input shapes a torch.export capture is valid for
     latency: dict[str, Any] | None = None  # measured on the plan's backend: dense / pruned ms, iterations
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the example inputs' tensors: shape, dtype
 
     @property
     def params_ratio(self) -> float:

@@ -84,3 +84,66 @@ def test_user_file_and_module_factories(tmp_path, monkeypatch):
                       ("resnet18", "expected one of")):
         with pytest.raises(ModelError, match=msg):
             get_model(spec)
+
+
+def _my_model():
+    torch.manual_seed(0)
+    model, shape = get_model(f"{DATA / 'my_model.py'}:build")
+    return model, torch.randn(*shape)
+
+
+def test_saved_fxp_model_is_pruned_again_from_its_recorded_input(tmp_path):
+    model, x = _my_model()
+    small = fxprune.compile(model, fxprune.Plan(sparsity=0.25), example_inputs=(x,))
+    fxprune.save(small, tmp_path / "m.fxp")
+    loaded, spec = get_model(str(tmp_path / "m.fxp"))
+    assert spec == (1, 3, 16, 16)  # the example input compile recorded
+    assert torch.allclose(loaded(x), small(x), atol=1e-6)
+    again = _prune(tmp_path / "out", str(tmp_path / "m.fxp"))
+    assert again["params_before"] == fxprune.report(small).params_after
+    assert again["max_abs_error"] <= 1e-4 * max(again["max_abs_reference"], 1.0)
+
+
+def test_pt2_program_needs_trust_and_then_prunes_through_export_capture(tmp_path, capsys):
+    model, x = _my_model()
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "m.pt2")
+    with pytest.raises(ModelError, match="--trust"):
+        get_model(str(tmp_path / "m.pt2"))
+    assert main(["prune", "--model", str(tmp_path / "m.pt2"), "--out", str(tmp_path / "refused")]) != 0
+    assert "--trust" in capsys.readouterr().err and not (tmp_path / "refused" / "report.json").exists()
+    loaded, sample = get_model(str(tmp_path / "m.pt2"), trusted=True)
+    assert torch.equal(sample, x) and torch.allclose(loaded(x), model(x), atol=1e-6)
+    report = _prune(tmp_path / "out", str(tmp_path / "m.pt2"), "--trust")
+    # an ATen-level program: fx tracing alone would see no prunable layer
+    assert report["capture"] == "export" and report["macs_after"] < 0.6 * report["macs_before"]
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_hostile_model_file_runs_no_code_without_trust(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"payload": _Marker(str(marker))}, tmp_path / "evil.pt2")
+    torch.save({"format": "x", "spec": "{}", "tensors": {"t": _Marker(str(marker))}}, tmp_path / "evil.fxp")
+    for name in ("evil.pt2", "evil.fxp"):
+        with pytest.raises(ModelError):
+            get_model(str(tmp_path / name))
+    assert not marker.exists()
+    with pytest.raises(ModelError, match="does not exist"):
+        get_model(str(tmp_path / "missing.fxp"))
+
+
+def test_pt2_program_runs_through_bench_on_eager(tmp_path):
+    model, x = _my_model()
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "m.pt2")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tmp_path / "m.pt2"), "--trust", "--sparsity", "0.5", "--backend", "eager",
+                 "--round-to", "4",  # a 16-channel model: the eager step (16) would keep it whole
+                 "--iters", "2", "--warmup", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["macs_ratio"] < 0.6

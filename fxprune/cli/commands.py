@@ -38,7 +38,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console = Console(stderr=True)  # stdout carries the JSON alone
     out = out_dir(args.out)
-    model, spec = get_model(args.model, args.weights)
+    model, spec = get_model(args.model, args.weights, trusted=args.trust)
     torch.manual_seed(args.seed)
     x = example_input(spec, args.input_shape)
     shape = tuple(x.shape)
@@ -98,7 +98,7 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console = Console(stderr=True)  # stdout carries the JSON alone
     out_dir(args.out)
-    model, spec = get_model(args.model, args.weights)
+    model, spec = get_model(args.model, args.weights, trusted=args.trust)
     torch.manual_seed(args.seed)
     x = example_input(spec, args.input_shape)
     shape = tuple(x.shape)

@@ -103,7 +103,7 @@ def plan_backend(args: argparse.Namespace) -> str | None:
 def _pruned_from_args(args: argparse.Namespace, console: Console):
     """(dense model, pruned model, example input) from --model/--weights and --plan or the
     budget options (--sparsity / --flops / --params / --latency)."""
-    model, spec = get_model(args.model, args.weights)
+    model, spec = get_model(args.model, args.weights, trusted=args.trust)
     torch.manual_seed(args.seed)
     x = example_input(spec, args.input_shape)
     shape = tuple(x.shape)

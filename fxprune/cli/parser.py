@@ -31,11 +31,21 @@ def _round_to(text: str) -> int | str:
     return value
 
 
+MODEL_HELP = ("model spec: torchvision:NAME, timm:NAME, hf:DIR (a local HuggingFace config/checkpoint), cifar:NAME, "
+              "path/to/file.py:factory, package.module:factory, or a saved model.fxp / model.pt2")
+
+
+def _add_model_source(p: argparse.ArgumentParser, *, default: str | None = None, help: str = MODEL_HELP) -> None:
+    """--model, --weights and --trust: where the model comes from."""
+    p.add_argument("--model", required=default is None, default=default, help=help)
+    p.add_argument("--weights", help="local state-dict file to load into the model")
+    p.add_argument("--trust", action="store_true", help="the model file is yours: read a .pt2 (torch.export.load can "
+                   "run code from the file) or a .fxp with custom modules (unpickled)")
+
+
 def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
     """The model, plan and example-input options shared by prune / export / bench."""
-    p.add_argument("--model", required=True, help="model spec: torchvision:NAME, timm:NAME, hf:DIR (a local "
-                   "HuggingFace config/checkpoint), cifar:NAME, path/to/file.py:factory or package.module:factory")
-    p.add_argument("--weights", help="local state-dict file to load into the model")
+    _add_model_source(p)
     if plan_file:
         p.add_argument("--plan", help="a plan JSON file (instead of the budget options)")
     budget = p.add_mutually_exclusive_group()
@@ -111,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="similarity / applicability of pruning criteria and the conv-weight "
                                         "distribution assumption; writes analysis.json and PNGs")
-    an.add_argument("--model", required=True, help="model spec, e.g. torchvision:resnet18 or cifar:resnet56")
-    an.add_argument("--weights", help="local state-dict file to load into the model")
+    _add_model_source(an)
     an.add_argument("--criteria", nargs="+", default=["l1", "l2", "fpgm", "bn_scale", "taylor"])
     an.add_argument("--sparsity", type=float, default=0.5, help="pruning ratio for pruned sets and thresholds")
     an.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (tables on stderr)")
@@ -165,8 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train and prune to a MACs budget with a training-time method "
                                       "(also under torchrun: DDP)")
     tr.add_argument("--method", required=True, choices=["ghfp", "sfp", "hfp", "dais", "oneshot", "dense"])
-    tr.add_argument("--model", default="cifar:resnet20", help="model spec for 3x32x32 inputs, e.g. cifar:resnet56")
-    tr.add_argument("--weights", help="local state-dict file to load into the model")
+    _add_model_source(tr, default="cifar:resnet20", help="model spec for 3x32x32 inputs, e.g. cifar:resnet56")
     tr.add_argument("--data", choices=["digits"], default="digits", help="scikit-learn digits at 32x32 (no download)")
     tr.add_argument("--flops", type=float, default=0.5, help="fraction of the dense MACs to keep")
     tr.add_argument("--epochs", type=int, default=10, help="epochs of the method (after any pre-training)")

@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     out = out_dir(args.out)
     rank, world = _distributed_setup()
     torch.manual_seed(args.seed)
-    model, spec = get_model(args.model, args.weights)
+    model, spec = get_model(args.model, args.weights, trusted=args.trust)
     shape = input_shape(spec) or ()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,9 @@
 ``skeleton:cp_attention`` (N x 3 x 64 x 18 pose sequences), ``timm:NAME`` (the ``timm`` extra),
 ``hf:DIR`` (a local HuggingFace config or checkpoint directory; the ``hf`` extra) and the user's
 own code, ``path/to/file.py:factory`` or ``package.module:factory`` (a callable returning a module,
-or a module and an example input).
+or a module and an example input), and saved models: ``model.fxp`` (``fxprune.save``; read as data,
+no code runs) and ``model.pt2`` (``torch.export.save``; ``torch.export.load`` unpickles parts of the
+file and can run code, so it is read only when the caller trusts the file).
 
 Weights are never downloaded: torchvision and timm models are built without pretrained weights,
 HuggingFace ones from the directory alone (``local_files_only``, never ``trust_remote_code``);
@@ -24,7 +26,9 @@ import torch
 from torch import nn
 
 from ..apps.cp.model import CPAttentionNet
-from ..errors import ModelError, PlanError
+from ..errors import FxPruneError, ModelError, PlanError, SerializationError
+from ..module import load as load_fxp
+from ..report import report
 from .cifar import MODELS
 
 __all__ = ["TokenIds", "ZOOS", "example_input", "get_model", "input_shape", "load_weights",
@@ -180,6 +184,64 @@ def _user_factory(spec: str) -> tuple[nn.Module, InputSpec]:
     return model, example
 
 
+MODEL_FILES = (".fxp", ".pt2")
+
+
+def _saved_model(path: Path, trusted: bool) -> tuple[nn.Module, InputSpec | None]:
+    """A model file: a ``.fxp`` (``fxprune.save``; custom modules need ``trusted``) with the example
+    input it was compiled with, or a ``torch.export`` ``.pt2`` (only when ``trusted``) with its
+    sample input."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    if path.suffix == ".fxp":
+        try:
+            model = load_fxp(path, trusted=trusted)
+        except SerializationError as exc:
+            hint = " (on the command line: --trust)" if "trusted=True" in str(exc) else ""
+            raise ModelError(f"{path}: {exc}{hint}") from None
+        return model, _recorded_input(model)
+    if not trusted:
+        raise ModelError(f"{path}: torch.export.load unpickles and evaluates parts of a .pt2 file, so reading it can "
+                         "run code from the file. Pass --trust only for a file you made yourself, or ask for a "
+                         ".fxp file (fxprune.save), which loads as data")
+    try:
+        program = torch.export.load(path)
+    except Exception as exc:  # noqa: BLE001 - torch.export.load raises many kinds for a file it cannot read
+        raise ModelError(f"{path} is not a readable torch.export program ({type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0][:200]})") from None
+    args, kwargs = program.example_inputs or ((), {})
+    sample = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) else None
+    module = program.module()
+    # a plain GraphModule of the same graph and attributes: the program's own module class refuses
+    # .train()/.eval() (its graph is fixed to the mode it was exported in; so is this one's) and its
+    # input-shape guard (``_guards_fn``, a closure) cannot be pickled to the benchmark's workers.
+    # The guard is dropped; fxprune's export capture checks the input shapes of the pruned model.
+    gm = torch.fx.GraphModule(module, module.graph, path.stem)
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn" and not node.users:
+            gm.graph.erase_node(node)
+    if hasattr(gm, "_guards_fn"):
+        gm.delete_submodule("_guards_fn")
+    gm.recompile()
+    return gm, sample
+
+
+def _recorded_input(model: nn.Module) -> InputSpec | None:
+    """The single example input a compiled model's report recorded: an input shape, or token ids
+    over the smallest embedding's vocabulary; None when it took several inputs (or is older)."""
+    try:
+        inputs = report(model).inputs
+    except FxPruneError:  # not a compiled model
+        return None
+    if len(inputs) != 1:
+        return None
+    shape, dtype = tuple(int(d) for d in inputs[0]["shape"]), str(inputs[0]["dtype"])
+    if dtype.startswith(("float", "bfloat", "complex")):
+        return shape
+    vocab = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    return TokenIds(shape, min(vocab)) if vocab else None
+
+
 def input_shape(spec: InputSpec | None) -> tuple[int, ...] | None:
     """The example input's shape."""
     if isinstance(spec, TokenIds):
@@ -225,13 +287,20 @@ def randomize_for_verification(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def get_model(spec: str, weights: str | Path | None = None) -> tuple[nn.Module, InputSpec | None]:
+def get_model(spec: str, weights: str | Path | None = None, *,
+              trusted: bool = False) -> tuple[nn.Module, InputSpec | None]:
     """Build the model a spec names and its example input: an input shape (batch 1), ``TokenIds``,
-    a tensor its factory returned, or None (then the caller needs an input shape)."""
+    a tensor its factory or file gave, or None (then the caller needs an input shape).
+    ``trusted``: a model file may run code when read (a ``.pt2``, a ``.fxp`` with custom modules)."""
+    if Path(spec).suffix in MODEL_FILES:
+        model, shape = _saved_model(Path(spec), trusted)
+        if weights is not None:
+            load_weights(model, weights)
+        return model.eval(), shape
     prefix, sep, name = spec.partition(":")
     if not sep:
         raise ModelError(f"model spec {spec!r}: expected one of {sorted(p + ':NAME' for p in ZOOS)}, "
-                         "path/to/file.py:factory or package.module:factory")
+                         "path/to/file.py:factory, package.module:factory or a model file (.fxp, .pt2)")
     if prefix in ZOOS:
         model, shape = ZOOS[prefix](name)
     else:
