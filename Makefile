@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fxprune-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow install clean
 
 install: $(STAMP)
 
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fxprune prune --model torchvision:resnet50 --sparsity 0.5 --criterion l1 --out runs/demo
 
+# the default suite on TEST_WORKERS processes (pytest-xdist; each gets its share of the cores);
+# `make test-slow` runs the tests marked slow (each covered by a benchmark in benchmarks/)
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

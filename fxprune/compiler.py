@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from . import progress
 from .errors import ModelError, PlanError, ResolutionError, TraceError
 from .graph.channel_graph import ChannelGraph
 from .graph.analysis import build_channel_graph
@@ -50,6 +51,7 @@ class _Timer:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        progress.step(name)
         t0 = time.perf_counter()
         try:
             yield

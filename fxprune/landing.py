@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from . import progress
 from .errors import PlanError
 from .graph.latency import backend_step, measure_model
 from .plan import Plan, Resolution
@@ -48,6 +49,7 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
     time_of = measure or (lambda gm: measure_model(gm, tensors, plan.backend))
     step = backend_step(plan.backend)  # what "auto" means there, and the fallback of a slower plan
     try:
+        progress.step(f"on {plan.backend}: timing the dense model")
         dense_ms = time_of(dense)
     except Exception as exc:  # noqa: BLE001 - a backend that cannot run the model: say so, keep the plan
         warnings.warn(f"backend={plan.backend!r} could not time the dense model ({type(exc).__name__}: {exc}); the "
@@ -59,6 +61,7 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
     def record(res: Resolution, asked: float | None) -> float:
         """Time the pruned model of ``res`` and the dense one again (a shared machine has spikes:
         the dense time is the best seen so far, and every ratio is taken against it)."""
+        progress.step(f"on {plan.backend}: building and timing round {len(info['iterations']) + 1}")
         ms = time_of(build(res))
         info["dense_ms"] = min(info["dense_ms"], time_of(dense))
         info["iterations"].append({"asked": asked, "round_to": _step_of(res, step), "pruned_ms": ms})

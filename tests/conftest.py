@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 
 import pytest
@@ -10,8 +12,21 @@ from torch import nn
 
 import fxprune
 from fxprune.models import randomize_for_verification
+from fxprune.timing import QUIET_ENV
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+# Under pytest-xdist (`make test` runs 2 workers), the workers share the cores: each gets its share
+# of torch threads, and OpenMP threads do not spin-wait (on 2 busy cores that made torch 16x
+# slower; the setting reaches the processes tests start too).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+for _k, _v in QUIET_ENV.items():
+    os.environ.setdefault(_k, _v)
+# latency tables and backend steps measured by tests go to a directory of this run, never to the
+# user's ~/.cache (tests that check the cache point FXPRUNE_CACHE_DIR elsewhere themselves)
+os.environ["FXPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="fxprune-test-cache-")
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -29,7 +29,7 @@ from ..models import example_input, get_model
 from ..module import save
 from ..plan import Plan
 from ..report import RESOLUTION_KEY, report
-from .common import _calibration, _fmt, _pruned_from_args, out_dir, structure_options
+from .common import _calibration, _fmt, _pruned_from_args, out_dir, status, structure_options
 
 __all__ = ["cmd_analyze", "cmd_bench", "cmd_export", "cmd_prune"]
 
@@ -49,7 +49,7 @@ def cmd_prune(args: argparse.Namespace, console: Console) -> int:
                 backend="ort" if args.round_to == "auto" else None)
     data = _calibration(args.data, shape, args.batches, args.seed)
     what = ", ".join(f"{k}={v:g}" for k, v in budget.items())
-    with console.status(f"compiling {args.model} at {what} ({args.criterion}, {plan.scope})"):
+    with status(console, f"compiling {args.model} at {what} ({args.criterion}, {plan.scope})"):
         t0 = time.perf_counter()
         small = compiler.compile(model, plan, example_inputs=(x,), verify=not args.no_verify, calibration_data=data)
         total = time.perf_counter() - t0
@@ -103,7 +103,7 @@ def cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     x = example_input(spec, args.input_shape)
     shape = tuple(x.shape)
     data = _calibration(args.data, shape, args.batches, args.seed)
-    with console.status(f"analysing criteria {', '.join(args.criteria)} on {args.model}"):
+    with status(console, f"analysing criteria {', '.join(args.criteria)} on {args.model}"):
         a = analyze_criteria(model, (x,), criteria=args.criteria, sparsity=args.sparsity, calibration_data=data,
                              band=args.band, alpha=args.alpha, seed=args.seed)
         files = a.save(args.out)

@@ -19,14 +19,22 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .. import compiler
+from .. import compiler, progress
 from ..apps.cp.data import synthetic_infant_movements
 from ..data import digits_loaders
 from ..errors import FxPruneError, PlanError
 from ..models import example_input, get_model
 from ..plan import Plan
 
-__all__ = ["out_dir"]
+__all__ = ["out_dir", "status"]
+
+
+@contextlib.contextmanager
+def status(console: Console, message: str):
+    """A spinner showing ``message`` and the step the library call under it is at (trace, verify,
+    the backend's rounds, the latency table's layers)."""
+    with console.status(message) as spinner, progress.listening(lambda step: spinner.update(f"{message}: {step}")):
+        yield spinner
 
 
 def out_dir(path: str) -> Path:
@@ -120,7 +128,7 @@ def _pruned_from_args(args: argparse.Namespace, console: Console):
             backend = "ort"
         plan = Plan(criterion=args.criterion, scope=args.scope, round_to=args.round_to, seed=args.seed, **budget,
                     backend=backend, **structure_options(args))
-    with console.status(f"compiling {args.model}"):
+    with status(console, f"compiling {args.model}"):
         small = compiler.compile(model, plan, example_inputs=(x,))
     return model, small, x, plan
 

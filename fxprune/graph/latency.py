@@ -41,6 +41,7 @@ import torch
 from torch import fx, nn
 
 from ..capture.meta import node_shape, submodule
+from .. import progress
 from ..errors import PlanError
 from ..timing import sample
 from .channel_graph import ChannelGraph
@@ -65,6 +66,20 @@ class LayerTimer(Protocol):
     def layer(self, m: nn.Module, in_shape: tuple[int, ...]) -> float: ...
 
     def model(self, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> float: ...
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a cache file so that another process reading it meanwhile sees the old file or the
+    new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def cache_dir() -> Path:
@@ -243,9 +258,8 @@ def backend_step(backend: str, threads: int | None = None, *, use_cache: bool = 
     log.info("backend %s: width step %d (measured in %.1fs)", backend, step, time.perf_counter() - t0)
     if use_cache:
         _STEPS[memo_key] = step
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"backend": backend, "threads": threads, "step": step,
-                                    "curves": [{str(k): v for k, v in c.items()} for c in curves]}, indent=1))
+        _write_atomically(path, json.dumps({"backend": backend, "threads": threads, "step": step,
+                                            "curves": [{str(k): v for k, v in c.items()} for c in curves]}, indent=1))
     return step
 
 
@@ -407,7 +421,8 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
         memo: dict[tuple[str, tuple[int, ...]], float] = {}  # identical layers are timed once
         with _threads(threads):
             rows = []
-            for (node, m, in_shape, _), spec in zip(layers, specs):
+            for i, ((node, m, in_shape, _), spec) in enumerate(zip(layers, specs)):
+                progress.step(f"latency table on {backend}: layer {i + 1}/{len(layers)} ({node.name})")
                 variants = _variants(m, in_shape, spec["live_out"], spec["live_in"], step)
                 todo = [(repr(v), s) for v, s, _ in variants]
                 if any(k not in memo for k in todo):
@@ -420,12 +435,12 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
                 for j in range(1, len(points)):  # a narrower layer never costs more than a wider one
                     points[j][1] = min(points[j][1], points[j - 1][1])
                 rows.append({"node": node.name, "points": points[::-1]})
+            progress.step(f"latency table on {backend}: the whole model")
             total = min(timer.model(gm, inputs) for _ in range(ROUNDS))
         table = {"backend": backend, "threads": threads, "step": step, "total_ms": total, "layers": rows,
                  "timed_layers": len(memo), "seconds": time.perf_counter() - t0}
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(table, indent=1))
+            _write_atomically(path, json.dumps(table, indent=1))
         log.info("measured a latency table for %d layers (%d distinct widths) on %s in %.1fs", len(rows),
                  len(memo), backend, table["seconds"])
     layer_sum = sum(row["points"][-1][1] for row in table["layers"])

@@ -56,6 +56,7 @@ def digits():
     return digits_loaders(64, seed=0)
 
 
+@pytest.mark.slow  # 60 s: trains; benchmarks/training_methods.py runs the same search (docs/benchmarks.md)
 def test_search_reaches_the_budget_within_two_percent_without_projection(digits):
     train, val, test = digits
     torch.manual_seed(0)
