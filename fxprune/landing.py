@@ -3,7 +3,8 @@
 A latency plan is resolved against per-layer tables (``fxprune.graph.latency``), which miss what
 only the whole model shows (fusion, memory traffic between layers, the backend's choice of
 kernels). ``land`` closes the loop: it builds the pruned model of each resolution, times it and
-the dense model on the plan's backend, and while the measured latency ratio misses the target by
+the dense model on the plan's backend (in alternation, the dense model prepared once:
+``ModelPair``), and while the measured latency ratio misses the target by
 more than ``plan.latency_tolerance`` (relative) it scales the planner's target by
 ``target / measured`` and resolves again, at most ``plan.latency_iterations`` times; the
 resolution measured closest to the target wins. Any plan that names a backend (a MACs budget, a
@@ -24,7 +25,7 @@ from torch import fx
 
 from . import progress
 from .errors import PlanError
-from .graph.latency import backend_step, measure_model
+from .graph.latency import ModelPair, backend_step
 from .plan import Plan, Resolution
 
 __all__ = ["land"]
@@ -46,11 +47,15 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
         warnings.warn(f"backend={plan.backend!r}: the pruned model is not timed (its inputs are not all tensors)",
                       stacklevel=3)
         return first, None
-    time_of = measure or (lambda gm: measure_model(gm, tensors, plan.backend))
+    if measure is None:
+        pair = ModelPair(dense, tensors, plan.backend)  # pruned and dense timed in alternation
+        dense_time, pair_time = pair.dense_ms, pair.measure
+    else:
+        dense_time, pair_time = (lambda: measure(dense)), (lambda gm: (measure(gm), measure(dense)))
     step = backend_step(plan.backend)  # what "auto" means there, and the fallback of a slower plan
     try:
         progress.step(f"on {plan.backend}: timing the dense model")
-        dense_ms = time_of(dense)
+        dense_ms = dense_time()
     except Exception as exc:  # noqa: BLE001 - a backend that cannot run the model: say so, keep the plan
         warnings.warn(f"backend={plan.backend!r} could not time the dense model ({type(exc).__name__}: {exc}); the "
                       "plan is not checked against measured latency", stacklevel=3)
@@ -62,8 +67,8 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
         """Time the pruned model of ``res`` and the dense one again (a shared machine has spikes:
         the dense time is the best seen so far, and every ratio is taken against it)."""
         progress.step(f"on {plan.backend}: building and timing round {len(info['iterations']) + 1}")
-        ms = time_of(build(res))
-        info["dense_ms"] = min(info["dense_ms"], time_of(dense))
+        ms, dense_now = pair_time(build(res))
+        info["dense_ms"] = min(info["dense_ms"], dense_now)
         info["iterations"].append({"asked": asked, "round_to": _step_of(res, step), "pruned_ms": ms})
         for it in info["iterations"]:
             it["ratio"] = it["pruned_ms"] / info["dense_ms"]

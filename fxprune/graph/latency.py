@@ -48,7 +48,7 @@ from .channel_graph import ChannelGraph
 from .costmodel import CostModel
 from .params import weight_norm_of
 
-__all__ = ["GRID", "LATENCY_BACKENDS", "ROUNDS", "STEP_CANDIDATES", "LayerTimer", "backend_step", "cache_dir",
+__all__ = ["GRID", "LATENCY_BACKENDS", "PAIR_ROUNDS", "ROUNDS", "ModelPair", "STEP_CANDIDATES", "LayerTimer", "backend_step", "cache_dir",
            "detect_step", "latency_model", "measure_model", "ort_session", "register_latency_backend", "width_grid"]
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,62 @@ PROBE_WIDTHS = range(33, 65)
 
 
 class LayerTimer(Protocol):
-    """What a latency backend times: one layer alone at an input shape, and a whole graph."""
+    """What a latency backend times: one layer alone at an input shape, and a whole graph.
+    A backend may also offer ``runner(gm, inputs)``: a callable that runs the prepared graph once
+    (exported and loaded once), which paired measurements (``ModelPair``) time in alternation."""
 
     def layer(self, m: nn.Module, in_shape: tuple[int, ...]) -> float: ...
 
     def model(self, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> float: ...
+
+
+PAIR_ROUNDS = 6  # alternating rounds of a paired measurement (each ~0.25 s per model at most)
+
+
+class ModelPair:
+    """Whole-model latency of a dense graph against pruned ones, measured in alternation.
+
+    A shared machine's load drifts: timing the pruned model, then the dense one, once each, lets a
+    spike land on either (a ConvNeXt-T measured 81 ms dense in one run and 53 ms in the next here).
+    ``ModelPair`` prepares the dense graph once (its ONNX session is kept across the closed loop's
+    rounds), then alternates short medians of the two ``PAIR_ROUNDS`` times and keeps each one's
+    best: both see the same load. Backends without ``runner`` are timed whole, one after the other."""
+
+    def __init__(self, dense: fx.GraphModule, inputs: tuple[torch.Tensor, ...], backend: str,
+                 threads: int | None = None) -> None:
+        self.threads = threads or torch.get_num_threads()
+        self.timer, self.inputs = _backend(backend)[0](self.threads), inputs
+        self.dense = dense
+        self._dense_run = None
+
+    def _runner(self, gm: fx.GraphModule):
+        return self.timer.runner(gm, self.inputs) if hasattr(self.timer, "runner") else None
+
+    def dense_ms(self) -> float:
+        with _threads(self.threads):
+            if not hasattr(self.timer, "runner"):
+                return min(self.timer.model(self.dense, self.inputs) for _ in range(ROUNDS))
+            if self._dense_run is None:
+                self._dense_run = self._runner(self.dense)
+            return min(_median(self._dense_run, iters=15, max_seconds=0.25, warmup=5 if r == 0 else 1)
+                       for r in range(PAIR_ROUNDS))
+
+    def measure(self, pruned: fx.GraphModule) -> tuple[float, float]:
+        """(pruned ms, dense ms), timed in alternation."""
+        with _threads(self.threads):
+            if not hasattr(self.timer, "runner"):
+                return (min(self.timer.model(pruned, self.inputs) for _ in range(ROUNDS)),
+                        min(self.timer.model(self.dense, self.inputs) for _ in range(ROUNDS)))
+            if self._dense_run is None:
+                self._dense_run = self._runner(self.dense)
+            run = self._runner(pruned)
+            best = [float("inf"), float("inf")]
+            for r in range(PAIR_ROUNDS):
+                order = (0, 1) if r % 2 == 0 else (1, 0)
+                for k in order:
+                    best[k] = min(best[k], _median(run if k == 0 else self._dense_run, iters=15, max_seconds=0.25,
+                                                   warmup=5 if r == 0 else 1))
+            return best[0], best[1]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -128,6 +179,10 @@ class _Timer:
         return self._ort(_onnx_layer(m, in_shape), x)
 
     def model(self, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> float:
+        return _median(self.runner(gm, inputs), iters=30)
+
+    def runner(self, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]):
+        """One run of ``gm`` on the backend, prepared (exported, session loaded) once."""
         if self.backend == "eager":
             net = gm.eval()
 
@@ -135,13 +190,15 @@ class _Timer:
                 with torch.inference_mode():
                     net(*inputs)
 
-            return _median(run, iters=30)
+            return run
         with tempfile.TemporaryDirectory(prefix="fxprune-latency-") as tmp:  # a big model's ONNX is 100 MB
             path = Path(tmp) / "model.onnx"
             with torch.no_grad():
                 torch.onnx.export(gm.eval(), inputs, str(path), dynamo=False, opset_version=18)
             model = path.read_bytes()
-        return self._ort(model, *inputs, iters=30)
+        sess = ort_session(model, self.threads, ["CPUExecutionProvider"])
+        feed = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
+        return lambda: sess.run(None, feed)
 
     def _ort(self, model_bytes: bytes, *inputs: torch.Tensor, iters: int = 20) -> float:
         sess = ort_session(model_bytes, self.threads, ["CPUExecutionProvider"])
@@ -298,8 +355,8 @@ def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=providers)
 
 
-def _median(fn, iters: int = 20) -> float:
-    ms = sample(fn, warmup=5, iters=iters, max_seconds=1.0)
+def _median(fn, iters: int = 20, max_seconds: float = 1.0, warmup: int = 5) -> float:
+    ms = sample(fn, warmup=warmup, iters=iters, max_seconds=max_seconds)
     return float(np.median(ms))
 
 
