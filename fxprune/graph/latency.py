@@ -89,34 +89,36 @@ class ModelPair:
         self.dense = dense
         self._dense_run = None
 
-    def _runner(self, gm: fx.GraphModule):
-        return self.timer.runner(gm, self.inputs) if hasattr(self.timer, "runner") else None
-
-    def dense_ms(self) -> float:
+    def _times(self, gms: list[fx.GraphModule]) -> list[float]:
+        """Best short median of each graph over ``PAIR_ROUNDS`` rounds, in alternating order."""
         with _threads(self.threads):
             if not hasattr(self.timer, "runner"):
-                return min(self.timer.model(self.dense, self.inputs) for _ in range(ROUNDS))
+                return [_whole_ms(self.timer, g, self.inputs) for g in gms]
             if self._dense_run is None:
-                self._dense_run = self._runner(self.dense)
-            return min(_median(self._dense_run, iters=15, max_seconds=0.25, warmup=5 if r == 0 else 1)
-                       for r in range(PAIR_ROUNDS))
+                self._dense_run = self.timer.runner(self.dense, self.inputs)
+            runs = [self._dense_run if g is self.dense else self.timer.runner(g, self.inputs) for g in gms]
+            best = [float("inf")] * len(runs)
+            for r in range(PAIR_ROUNDS):
+                for k in (range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))):
+                    best[k] = min(best[k], _median(runs[k], iters=15, max_seconds=0.25, warmup=5 if r == 0 else 1))
+            return best
+
+    def dense_ms(self) -> float:
+        return self._times([self.dense])[0]
 
     def measure(self, pruned: fx.GraphModule) -> tuple[float, float]:
         """(pruned ms, dense ms), timed in alternation."""
-        with _threads(self.threads):
-            if not hasattr(self.timer, "runner"):
-                return (min(self.timer.model(pruned, self.inputs) for _ in range(ROUNDS)),
-                        min(self.timer.model(self.dense, self.inputs) for _ in range(ROUNDS)))
-            if self._dense_run is None:
-                self._dense_run = self._runner(self.dense)
-            run = self._runner(pruned)
-            best = [float("inf"), float("inf")]
-            for r in range(PAIR_ROUNDS):
-                order = (0, 1) if r % 2 == 0 else (1, 0)
-                for k in order:
-                    best[k] = min(best[k], _median(run if k == 0 else self._dense_run, iters=15, max_seconds=0.25,
-                                                   warmup=5 if r == 0 else 1))
-            return best[0], best[1]
+        pruned_ms, dense_ms = self._times([pruned, self.dense])
+        return pruned_ms, dense_ms
+
+
+def _whole_ms(timer: LayerTimer, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> float:
+    """The best of ``ROUNDS`` medians of the whole graph, prepared (exported) once where the
+    backend offers ``runner``."""
+    if hasattr(timer, "runner"):
+        run = timer.runner(gm, inputs)
+        return min(_median(run, iters=30) for _ in range(ROUNDS))
+    return min(timer.model(gm, inputs) for _ in range(ROUNDS))
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -337,7 +339,7 @@ def measure_model(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], backend:
     threads = threads or torch.get_num_threads()
     timer = _backend(backend)[0](threads)
     with _threads(threads):
-        return min(timer.model(gm, inputs) for _ in range(ROUNDS))
+        return _whole_ms(timer, gm, inputs)
 
 
 def ort_session(model: str | Path | bytes, threads: int, providers: list[Any]):
@@ -493,7 +495,7 @@ def latency_model(cg: ChannelGraph, gm: fx.GraphModule, inputs: tuple[torch.Tens
                     points[j][1] = min(points[j][1], points[j - 1][1])
                 rows.append({"node": node.name, "points": points[::-1]})
             progress.step(f"latency table on {backend}: the whole model")
-            total = min(timer.model(gm, inputs) for _ in range(ROUNDS))
+            total = _whole_ms(timer, gm, inputs)
         table = {"backend": backend, "threads": threads, "step": step, "total_ms": total, "layers": rows,
                  "timed_layers": len(memo), "seconds": time.perf_counter() - t0}
         if use_cache:
