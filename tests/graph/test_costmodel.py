@@ -50,3 +50,40 @@ def test_marginal_is_the_saving_of_one_channel():
     c = g.classes[0]
     keep[c] = 0.0
     assert macs.dense - macs.evaluate(keep) == pytest.approx(grad[c])
+
+
+class _Attention(torch.nn.Module):
+    """Self-attention over tokens through SDPA, with ``kv`` key/value heads for ``heads`` query heads."""
+
+    def __init__(self, c=8, heads=4, kv=1, dh=4):
+        super().__init__()
+        self.heads, self.kv, self.dh = heads, kv, dh
+        self.q, self.o = torch.nn.Linear(c, heads * dh), torch.nn.Linear(heads * dh, c)
+        self.k, self.v = torch.nn.Linear(c, kv * dh), torch.nn.Linear(c, kv * dh)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        q = self.q(x).view(n, t, self.heads, self.dh).transpose(1, 2)
+        k = self.k(x).view(n, t, self.kv, self.dh).transpose(1, 2)
+        v = self.v(x).view(n, t, self.kv, self.dh).transpose(1, 2)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv < self.heads)
+        return x + self.o(y.transpose(1, 2).reshape(n, t, self.heads * self.dh))
+
+
+@pytest.mark.parametrize("kv", [1, 2, 4])
+@pytest.mark.parametrize("attention", ["heads", "head_dims"])
+def test_cost_model_counts_grouped_query_attention_by_the_query_heads_kept(kv, attention):
+    """softmax(q k^T) v costs per query head: under grouped-query (and multi-query) attention,
+    pruning query heads alone shrinks it although every key/value head is kept."""
+    torch.manual_seed(0)
+    model = randomize(_Attention(kv=kv)).eval()
+    x = torch.randn(2, 16, 8)
+    for seed in range(3):
+        plan = fxprune.Plan(sparsity=0.5, criterion="random", seed=seed, scope="global", attention=attention)
+        a = analyse(model, x, attention=attention)
+        macs = macs_model(a.cg, a.traced.eval_gm)
+        small = fxprune.compile(model, plan, x)
+        r = small.meta["fxprune.report"]
+        assert r.macs_after < r.macs_before
+        keep = a.cg.id_kept(small.meta["fxprune.resolution"].pruned_roots(a.cg)).astype(float)
+        assert macs.evaluate(keep) == pytest.approx(r.macs_after, rel=1e-12)

@@ -397,11 +397,14 @@ def _einsum_macs(c: CostContext):
 
 @sdpa.cost_formula
 def _sdpa_macs(c: CostContext):
-    """q k^T scales with q's channels (its head dim), softmax(.) v with v's."""
+    """q k^T scales with q's channels (its heads and head dim); softmax(.) v with the output's
+    (the query heads and v's dims). Not with v's own channels: under grouped-query attention a
+    kept key/value head serves every query head of its group, and pruning query heads alone
+    shrinks the second product too."""
     q, k, v = (c.arg(i, n) for i, n in enumerate(("query", "key", "value")))
     qs, ks, vs = c.shape(q), c.shape(k), c.shape(v)
     batch = math.prod(qs[:-2])
-    return [(batch * qs[-2] * ks[-2] * qs[-1], c.ids(q)), (batch * qs[-2] * ks[-2] * vs[-1], c.ids(v))]
+    return [(batch * qs[-2] * ks[-2] * qs[-1], c.ids(q)), (batch * qs[-2] * ks[-2] * vs[-1], c.ids())]
 
 
 @sdpa.rewriter
