@@ -171,6 +171,34 @@ def test_latency_plan_lands_within_tolerance_by_closing_the_loop(toy):
            [m.weight.shape for m in small.modules() if isinstance(m, nn.Conv2d)]
 
 
+class Spiky(Staircase):
+    """A Staircase on a machine whose load doubles every time from the ``start``-th whole-model
+    timing for ``length`` timings: here, while the first pruned model and its paired dense run."""
+
+    def __init__(self, start, length, **kw):
+        super().__init__(**kw)
+        self.start, self.length = start, length
+
+    def model(self, gm, inputs):
+        spike = self.start <= self.model_calls < self.start + self.length
+        return super().model(gm, inputs) * (2.0 if spike else 1.0)
+
+
+def test_a_load_spike_over_one_round_does_not_move_the_plan(toy, monkeypatch):
+    """Each round's ratio is of its own pair (the pruned model and the dense one timed together):
+    a spike over the first round once read as a pruned model twice as slow against the calm dense
+    time measured before, and the loop pruned far past the target."""
+    toy(step=8, fuse=1.6)
+    x = torch.randn(1, 3, 16, 16)
+    model = net(128, depth=3)
+    calm = fxprune.report(fxprune.compile(model, fxprune.Plan(latency=0.5, backend="toy"), (x,))).latency
+    lat.register_latency_backend("toy", lambda threads: Spiky(lat.ROUNDS, 2 * lat.ROUNDS, step=8, fuse=1.6))
+    spiky = fxprune.report(fxprune.compile(model, fxprune.Plan(latency=0.5, backend="toy"), (x,))).latency
+    assert [it["ratio"] for it in spiky["iterations"]] == pytest.approx([it["ratio"] for it in calm["iterations"]])
+    assert spiky["ratio"] == pytest.approx(calm["ratio"]) and abs(spiky["ratio"] - 0.5) <= 0.05 * 0.5
+    assert spiky["iterations"][0]["dense_ms"] == pytest.approx(2 * calm["iterations"][0]["dense_ms"])
+
+
 class _no_warning:
     def __enter__(self):
         import warnings
