@@ -118,6 +118,23 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return model, notes
 
 
+def on_meta(model: nn.Module) -> bool:
+    """Whether ``model`` holds no data: every parameter and buffer on the meta device (built
+    under ``with torch.device("meta")``). Such a model can be analysed and planned (shapes, the
+    channel graph, the cost model), not compiled. A model with some tensors on meta and some with
+    data is refused: say which to materialise."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    meta = [n for n, t in tensors if t.device.type == "meta"]
+    if not meta:
+        return False
+    if len(meta) < len(tensors):
+        real = next(n for n, t in tensors if t.device.type != "meta")
+        raise ModelError(f"{type(model).__name__} has {len(meta)} tensor(s) on the meta device (e.g. `{meta[0]}`) and "
+                         f"{len(tensors) - len(meta)} with data (e.g. `{real}`): build it wholly on meta to plan "
+                         "without weights, or materialise it (model.to_empty(device='cpu') and load_state_dict)")
+    return True
+
+
 def check_finite(model: nn.Module) -> None:
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if t.device.type == "meta":
@@ -181,8 +198,14 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
         raise PlanError(f"capture={capture!r}: use one of {', '.join(map(repr, CAPTURES))}")
     model, notes = unwrap(model)
     inputs = as_inputs(example_inputs)
-    check_inputs(inputs)
-    check_finite(model)
+    weightless = on_meta(model)
+    if weightless:  # plan without weights: shapes from meta tensors, no value read
+        inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+        notes.append(f"{type(model).__name__} is on the meta device: analysed from shapes alone (no weights); "
+                     "its resolution compiles on the materialised model")
+    else:
+        check_inputs(inputs)
+        check_finite(model)
     check_arity(model, inputs)
     fixed = unsupplied_defaults(model, inputs, concrete_args)
     if without_cache(model, fixed):
@@ -254,7 +277,7 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
                          f"{type(model).__name__} itself with smaller layers and keeps its own forward (any input "
                          "shape); verified layer call by layer call, in eval mode")
         for gm in traced.graph_modules:
-            propagate_shapes(gm, inputs)
+            propagate_shapes(gm, inputs, mode="meta-only" if weightless else "auto")
     with timer.stage("analyse"):
         cg = build_channel_graph(traced.graph_modules, registry, attention, bool(prune_outputs))
         if used == "run":
@@ -285,9 +308,22 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     a = analysis or analyse(model, example_inputs, attention=plan.attention, prune_outputs=plan.prune_outputs,
                             **trace_kwargs)
     _check_structure(a, plan)
+    if on_meta(a.model):
+        _check_weightless(plan)
     with a.timer.stage("score"):
         return resolve_plan(plan, a.cg, module_names=a.module_names, parameters=a.parameters,
                             model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
+
+
+def _check_weightless(plan: Plan) -> None:
+    """A plan a model without data can be resolved on: scores that read no tensor, and no
+    measured latency (the pruned model would have to run)."""
+    if plan.criterion != "random":
+        raise PlanError(f"criterion={plan.criterion!r} reads the weights, and the model is on the meta device: use "
+                        "criterion='random' to plan from shapes alone, or materialise the model first")
+    if plan.backend is not None:
+        raise PlanError(f"backend={plan.backend!r} times the pruned model, and a model on the meta device cannot "
+                        "run: plan without a backend (a FLOPs or parameter budget), or materialise the model first")
 
 
 def _check_structure(a: Analysis, plan: Plan) -> None:
@@ -336,6 +372,10 @@ def compile(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     when the caller already has it (not traced again; its example inputs are the ones verified)."""
     if plan is not None and not isinstance(plan, Plan):
         raise PlanError(f"plan must be a fxprune.Plan, got {type(plan).__name__}")
+    if isinstance(model, nn.Module) and on_meta(unwrap(model)[0]):
+        raise ModelError(f"{type(model).__name__} is on the meta device (no weights to slice or verify). Plan on it "
+                         "with fxprune.resolve(model, plan, example_inputs), then compile the materialised model "
+                         "with resolution=")
     if analysis is not None and analysis.model is not unwrap(model)[0]:
         raise PlanError("compile(analysis=...) was made for another model; call analyse(model, ...) on this one")
     structure = plan or (resolution.plan if resolution is not None else None) or Plan()
