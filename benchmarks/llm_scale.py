@@ -33,6 +33,8 @@ CONFIGS = {
 
 def plan_one(key: str, seq: int) -> dict:
     """Build the config's model on meta, resolve the plan, report seconds and peak RSS."""
+    here = Path(__file__).resolve().parent  # benchmarks/transformers.py would shadow the library
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     import torch
     import transformers
 
