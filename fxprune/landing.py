@@ -97,7 +97,7 @@ def land(plan: Plan, resolve: Callable[[Plan], Resolution], build: Callable[[Res
                     break
                 asked, res = lowest
             tried.append((record(res, asked), res))
-            points[:] = [(a, tried[k][0]) for k, (a, _) in enumerate(points)] + [(asked, tried[-1][0])]
+            points.append((asked, tried[-1][0]))
         ratio, best = min(tried, key=lambda t: (abs(t[0] - target), t[0]))
         if abs(ratio - target) > plan.latency_tolerance * target:
             warnings.warn(f"latency={target:g} on {plan.backend}: the pruned model measures {ratio:.3f} of the dense "

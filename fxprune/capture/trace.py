@@ -318,12 +318,9 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
             return
         except Exception as exc:  # noqa: BLE001 - an op without a meta kernel: run the real model
             if mode == "meta-only":  # a model without data: nothing real to run
-                node = prop.current
-                where = f"node `{node.name}` ({describe_target(gm, node)})" if node is not None else "the model"
-                message = str(exc).split("\n\nWhile executing")[0].strip()
-                raise TraceError(f"running {where} on meta tensors failed: {type(exc).__name__}: {message}. The "
-                                 "model is on the meta device, so its shapes can only come from meta kernels: "
-                                 "materialise it (model.to_empty(device='cpu')) to analyse it") from exc
+                raise TraceError(_failure(gm, prop, exc, "on meta tensors") + " The model is on the meta device, so "
+                                 "its shapes can only come from meta kernels: materialise it "
+                                 "(model.to_empty(device='cpu')) to analyse it") from exc
             log.debug("meta shape propagation failed (%s); running the real model", exc)
     runner = private_runner(gm)  # a train graph may update running statistics in place
     prop = ShapePropagation(runner, graph=gm.graph)
@@ -331,14 +328,17 @@ def propagate_shapes(gm: fx.GraphModule, inputs: Sequence[Any], *, mode: str = "
         with torch.no_grad(), training_mode(runner, False), keep_rng(inputs):
             prop.run(*clone_inputs(inputs))
     except Exception as exc:
-        node = prop.current
         shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs]
-        where = f"node `{node.name}` ({describe_target(gm, node)})" if node is not None else "the model"
-        message = str(exc).split("\n\nWhile executing")[0].strip()
-        raise TraceError(
-            f"running {where} on the example inputs failed: {type(exc).__name__}: {message}. "
-            f"example_inputs had shapes {shapes}; check they are what the model expects."
-        ) from exc
+        raise TraceError(_failure(gm, prop, exc, "on the example inputs") + f" example_inputs had shapes {shapes}; "
+                         "check they are what the model expects.") from exc
+
+
+def _failure(gm: fx.GraphModule, prop: ShapePropagation, exc: Exception, on: str) -> str:
+    """What failed where in a shape-propagation run: the node it stopped at and the error."""
+    node = prop.current
+    where = f"node `{node.name}` ({describe_target(gm, node)})" if node is not None else "the model"
+    message = str(exc).split("\n\nWhile executing")[0].strip()
+    return f"running {where} {on} failed: {type(exc).__name__}: {message}."
 
 
 def _meta_copy(gm: fx.GraphModule, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
