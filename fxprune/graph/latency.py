@@ -48,8 +48,9 @@ from .channel_graph import ChannelGraph
 from .costmodel import CostModel
 from .params import weight_norm_of
 
-__all__ = ["GRID", "LATENCY_BACKENDS", "PAIR_ROUNDS", "ROUNDS", "ModelPair", "STEP_CANDIDATES", "LayerTimer", "backend_step", "cache_dir",
-           "detect_step", "latency_model", "measure_model", "ort_session", "register_latency_backend", "width_grid"]
+__all__ = ["GRID", "LATENCY_BACKENDS", "PAIR_ROUNDS", "ROUNDS", "STEP_CANDIDATES", "LayerTimer", "ModelPair",
+           "backend_step", "cache_dir", "detect_step", "latency_model", "measure_model", "ort_session",
+           "register_latency_backend", "width_grid"]
 
 log = logging.getLogger(__name__)
 
