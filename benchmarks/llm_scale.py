@@ -87,9 +87,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     cmd = "python benchmarks/llm_scale.py " + " ".join(sys.argv[1:])
     (RESULTS / "llm_scale.json").write_text(json.dumps({"command": cmd.strip(), "rows": rows}, indent=1))
+    header = "| config | params | kept | groups | graph nodes | capture | analyse s | resolve s | total s | peak RSS MB |"
     lines = [f"Command: `{cmd.strip()}`", "", "Meta device, `Plan(params=0.7, criterion=\"random\")`, one process each.",
-             "", "| config | params | kept | groups | graph nodes | capture | analyse s | resolve s | total s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "", header, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['params_dense'] / 1e9:.2f}B | {r['params_ratio']:.3f} | {r['groups']} | "
                      f"{r['nodes']} | {r['capture']} | {r['analyse_s']:.1f} | {r['resolve_s']:.1f} | "
