@@ -13,7 +13,7 @@ import importlib
 import logging
 from typing import Any
 
-from .errors import (BenchmarkError, ExportError, FxPruneError, ModelError, PlanError, ResolutionError,  # light
+from .errors import (BenchmarkError, CheckpointError, ExportError, FxPruneError, ModelError, PlanError, ResolutionError,  # light
                      SerializationError, TraceError, VerificationError)
 from .report import Report, report, resolution_of  # light; and ``fxprune.report`` is the function, not the module
 
@@ -24,10 +24,11 @@ _EXPORTS = {
     "analyse": "compiler", "compile": "compiler", "resolve": "compiler",
     "CRITERIA": "criteria", "ScoringContext": "criteria", "register_criterion": "criteria",
     "REGISTRY": "graph.rules", "register_rule": "graph.rules",
+    "prune_checkpoint": "checkpoint",
     "PrunedGraphModule": "module", "load": "module", "save": "module",
     "Plan": "plan", "Resolution": "plan",
 }
-_EAGER = ["BenchmarkError", "ExportError", "FxPruneError", "ModelError", "PlanError", "ResolutionError",
+_EAGER = ["BenchmarkError", "CheckpointError", "ExportError", "FxPruneError", "ModelError", "PlanError", "ResolutionError",
           "SerializationError", "TraceError", "VerificationError", "Report", "report", "resolution_of"]
 _SUBPACKAGES = ("bench", "export", "methods")
 

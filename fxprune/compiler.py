@@ -7,9 +7,10 @@ import logging
 import time
 import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 from torch import fx, nn
 
 from . import progress
-from .errors import ModelError, PlanError, ResolutionError, TraceError
+from .criteria import CRITERIA
+from .errors import CheckpointError, ModelError, PlanError, ResolutionError, TraceError
 from .graph.channel_graph import ChannelGraph
 from .graph.analysis import build_channel_graph
 from .graph.cost import count_macs, count_params
@@ -37,10 +39,11 @@ from .plan import ATTENTION, Plan, Resolution
 from .planner import resolve as resolve_plan
 from .landing import land
 from .staged import compile_both
+from .shards import ShardedCheckpoint
 from .report import LAYERS_KEY, META_ATTR, REPORT_KEY, RESOLUTION_KEY, BarrierReport, GroupReport, Report
 
 __all__ = ["Analysis", "VERIFY_SEED", "analyse", "as_inputs", "check_finite", "check_inputs", "compile",
-           "default_tolerance", "resolve", "second_input", "unwrap"]
+           "checkpoint_source", "default_tolerance", "kept_ids", "resolve", "second_input", "unwrap"]
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +302,12 @@ def analyse(model: nn.Module, example_inputs: Any, *, leaf_modules: Sequence[typ
 
 def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = None, *,
             analysis: Analysis | None = None, calibration_data: Any = None, calibration_loss: Any = None,
-            **trace_kwargs: Any) -> Resolution:
-    """The kept channels ``plan`` picks for ``model``, without building the pruned model."""
+            weights: str | Path | None = None, **trace_kwargs: Any) -> Resolution:
+    """The kept channels ``plan`` picks for ``model``, without building the pruned model.
+
+    ``weights``: for a model on the meta device, a directory of ``*.safetensors`` shards (a
+    HuggingFace checkpoint) that weight criteria (l1, l2, fpgm, bn_scale, cpmc) read their
+    scores from, one tensor at a time; the model itself stays on meta."""
     plan = plan or Plan()
     if plan.attention == "both":
         raise PlanError("attention='both' picks the head dims on the model its heads stage built, so it has no "
@@ -308,22 +315,54 @@ def resolve(model: nn.Module, plan: Plan | None = None, example_inputs: Any = No
     a = analysis or analyse(model, example_inputs, attention=plan.attention, prune_outputs=plan.prune_outputs,
                             **trace_kwargs)
     _check_structure(a, plan)
+    source = None
     if on_meta(a.model):
-        _check_weightless(plan)
+        _check_weightless(plan, weights)
+        if weights is not None:
+            source = checkpoint_source(a.cg, ShardedCheckpoint(weights))
+    elif weights is not None:
+        raise PlanError("weights= is for a model on the meta device (its scores are read from the shards); this "
+                        f"{type(a.model).__name__} has its own weights")
     with a.timer.stage("score"):
         return resolve_plan(plan, a.cg, module_names=a.module_names, parameters=a.parameters,
-                            model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss)
+                            model=a.model, data=calibration_data, gm=a.traced.eval_gm, loss_fn=calibration_loss,
+                            weights=source)
 
 
-def _check_weightless(plan: Plan) -> None:
-    """A plan a model without data can be resolved on: scores that read no tensor, and no
-    measured latency (the pruned model would have to run)."""
-    if plan.criterion != "random":
-        raise PlanError(f"criterion={plan.criterion!r} reads the weights, and the model is on the meta device: use "
+def _check_weightless(plan: Plan, weights: Any) -> None:
+    """A plan a model without data can be resolved on: scores that read no tensor (or read them
+    from ``weights``), no activations, and no measured latency (the pruned model would have to run)."""
+    if CRITERIA[plan.criterion].needs_data:
+        raise PlanError(f"criterion={plan.criterion!r} reads activations, and a model on the meta device cannot run: "
+                        "materialise the model, or use a weight criterion with weights=<shards directory>")
+    if plan.criterion != "random" and weights is None:
+        raise PlanError(f"criterion={plan.criterion!r} reads the weights, and the model is on the meta device: pass "
+                        "weights=<directory of safetensors shards> to read them from the checkpoint, use "
                         "criterion='random' to plan from shapes alone, or materialise the model first")
     if plan.backend is not None:
         raise PlanError(f"backend={plan.backend!r} times the pruned model, and a model on the meta device cannot "
                         "run: plan without a backend (a FLOPs or parameter budget), or materialise the model first")
+
+
+def checkpoint_source(cg: ChannelGraph, ckpt: ShardedCheckpoint) -> Callable[[str], torch.Tensor]:
+    """``name -> tensor`` reading the graph's tensor ``name`` from ``ckpt`` (under its own name or
+    a tied one), checked against the model's shape."""
+    tied: dict[str, list[str]] = {}
+    for alias, canon in cg.aliases.items():
+        tied.setdefault(canon, []).append(alias)
+
+    def get(name: str) -> torch.Tensor:
+        want = tuple(cg.tensors[name].shape)
+        for key in [name, *tied.get(name, [])]:
+            if key in ckpt:
+                if ckpt.shapes[key] != want:
+                    raise CheckpointError(f"{ckpt.where[key].name}: tensor {key!r} has shape {list(ckpt.shapes[key])} "
+                                          f"but the model's is {list(want)}: the checkpoint is not this model's")
+                return ckpt.get(key)
+        raise CheckpointError(f"{ckpt.directory} has no tensor {name!r}" + (
+            f" (nor its tied names {tied[name]})" if name in tied else "") + ": the checkpoint is not this model's")
+
+    return get
 
 
 def _check_structure(a: Analysis, plan: Plan) -> None:
@@ -459,8 +498,7 @@ def _rewrite(a: Analysis, resolution: Resolution, registry: OpRegistry, native: 
     """The pruned graph module of ``resolution`` (native LayerNorms when asked), its kept-id
     mask, the graph nodes whose code changed, and how many LayerNorms became native."""
     cg = a.cg
-    id_kept = cg.id_kept(resolution.pruned_roots(cg))
-    _check_nonempty(cg, id_kept)
+    id_kept = kept_ids(a, resolution)
     changed: list = []
     small = rewrite_pass(a.traced, cg, id_kept, registry, PrunedGraphModule, graph_changes=changed)
     small.training = training
@@ -469,6 +507,14 @@ def _rewrite(a: Analysis, resolution: Resolution, registry: OpRegistry, native: 
         native_count = to_native_layer_norm(small, [g for g in (small.graph, small.train_graph) if g is not None])
         small.recompile()
     return small, id_kept, changed, native_count
+
+
+def kept_ids(a: Analysis, resolution: Resolution) -> np.ndarray:
+    """The 0/1 kept mask over channel ids that ``resolution`` gives on ``a`` (checked to fit it
+    and to leave every layer a channel)."""
+    id_kept = a.cg.id_kept(resolution.pruned_roots(a.cg))
+    _check_nonempty(a.cg, id_kept)
+    return id_kept
 
 
 def _landing_note(info: dict[str, Any]) -> str:

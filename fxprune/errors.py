@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BenchmarkError", "ExportError", "FxPruneError", "ModelError", "PlanError", "ResolutionError",
+__all__ = ["BenchmarkError", "CheckpointError", "ExportError", "FxPruneError", "ModelError", "PlanError", "ResolutionError",
            "SerializationError", "TraceError", "VerificationError"]
 
 
@@ -45,3 +45,8 @@ class ExportError(FxPruneError):
 
 class BenchmarkError(FxPruneError):
     """A latency benchmark could not run (a backend missing, a bad option)."""
+
+
+class CheckpointError(FxPruneError, ValueError):
+    """A checkpoint directory (safetensors shards) cannot be read, does not fit the model, or
+    cannot hold the pruned model (names the file / tensor / config field)."""

@@ -83,6 +83,10 @@ class Plan(JsonRecord):
         channels: the standard op every backend fuses, but a different function (the report says
         so; fine-tune afterwards). It is verified against the masked dense model whose LayerNorms
         compute their statistics over the kept channels. RMSNorm is exact in its native form.
+    uniform: every group of the same size keeps the same number of channels, so all layers of a
+        kind get one width (what a HuggingFace config expresses: one intermediate_size, one head
+        count; ``prune_checkpoint`` needs it). A local budget then takes the uniform fraction
+        that meets it, without the per-group fill-back that lands closer. Local scope only.
     """
 
     sparsity: float | None = None
@@ -104,6 +108,7 @@ class Plan(JsonRecord):
     layer_norm: str = "exact"
     latency_tolerance: float = 0.05
     latency_iterations: int = 4
+    uniform: bool = False
 
     JSON_WHAT, JSON_ERROR, JSON_INDENT = "plan", PlanError, 2
 
@@ -176,6 +181,11 @@ class Plan(JsonRecord):
         CRITERIA[self.criterion].check_options(self.criterion_options)
         if self.scope is None:
             object.__setattr__(self, "scope", CRITERIA[self.criterion].default_scope)
+        if not isinstance(self.uniform, bool):
+            raise PlanError(f"uniform is True or False, got {self.uniform!r}")
+        if self.uniform and self.scope != "local":
+            raise PlanError("uniform=True gives every layer of a kind one width, which a global ranking does not: "
+                            "use scope='local'")
         if self.scope == "global" and self.sparsity is not None and self.sparsity > self.max_sparsity:
             raise PlanError(f"global sparsity {self.sparsity:g} exceeds max_sparsity={self.max_sparsity:g} (no group may "
                             "lose more than that); raise max_sparsity")

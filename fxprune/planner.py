@@ -67,7 +67,7 @@ def choose(scores: np.ndarray, pinned: np.ndarray, k: int) -> list[int]:
 def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters: set[str],
             model: Any = None, data: Any = None, gm: Any = None, loss_fn: Any = None,
             adjust: Callable[[dict[int, np.ndarray]], dict[int, np.ndarray]] | None = None,
-            comparable: bool | None = None) -> Resolution:
+            comparable: bool | None = None, weights: Callable[[str], Any] | None = None) -> Resolution:
     """Score every prunable group with the plan's criterion and choose the kept channels.
 
     ``adjust(scores) -> scores`` (by group index) rewrites the scores before the choice (training
@@ -99,7 +99,7 @@ def resolve(plan: Plan, cg: ChannelGraph, *, module_names: set[str], parameters:
     if comparable is not None:
         spec = dataclasses.replace(spec, comparable=comparable)
     ctx = ScoringContext(cg, parameters=parameters, seed=plan.seed, model=model, data=data, gm=gm,
-                         options=plan.criterion_options, loss_fn=loss_fn)
+                         options=plan.criterion_options, loss_fn=loss_fn, weights=weights)
     if plan.backend is not None:
         ctx.latency_backend = plan.backend
         ctx.latency_step = plan.round_to
@@ -220,6 +220,8 @@ def _local_budget(plan, cg, active, free, fixed, scores, pinned, model, target) 
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if cost(mid) <= target else (mid, hi)
+    if plan.uniform:  # one width per group size: the fill-back would add channels to some groups only
+        return keep_at(hi)
     return _local_fill(plan, cg, active, free, keep_at(hi), orders, model, target)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import fx, nn
 
 from ..errors import PlanError
@@ -76,8 +77,9 @@ class ScoringContext:
 
     def __init__(self, cg: ChannelGraph, *, parameters: set[str], seed: int = 0, model: Any = None,
                  data: Any = None, gm: fx.GraphModule | None = None, options: Mapping[str, Any] | None = None,
-                 loss_fn: Callable | None = None) -> None:
+                 loss_fn: Callable | None = None, weights: Callable[[str], torch.Tensor] | None = None) -> None:
         self.cg, self.parameters, self.seed, self.model, self.data = cg, parameters, seed, model, data
+        self.weights = weights  # where tensor values come from when the graph's own are on the meta device
         self.gm = gm if gm is not None else cg.graph_modules[0]
         self.options = dict(options or {})
         self.loss_fn = loss_fn
@@ -89,6 +91,17 @@ class ScoringContext:
         self.stats: dict[str, np.ndarray] = {}  # activation statistics per kind, over ids
 
     # -- weights ----------------------------------------------------------------------------
+    def tensor(self, name: str) -> torch.Tensor:
+        """The values of parameter/buffer ``name``: the model's own, or, for a model on the meta
+        device, read from the checkpoint ``weights`` (one tensor at a time)."""
+        t = self.cg.tensors[name]
+        if t.device.type != "meta":
+            return t.detach()
+        if self.weights is None:
+            raise PlanError(f"tensor {name!r} is on the meta device: this criterion reads weights, so pass "
+                            "weights=<directory of safetensors shards> to fxprune.resolve")
+        return self.weights(name)
+
     def weight_axes(self, group: Group) -> list[tuple[ParamAxis, np.ndarray, np.ndarray]]:
         """(parameter axis, positions, class index at each position) for every parameter
         (not buffer) axis holding channels of ``group``."""
@@ -105,7 +118,7 @@ class ScoringContext:
         hit = self._cache.get((key, stat))
         if hit is None:
             name = key[0]
-            w = self.cg.tensors[name].detach()
+            w = self.tensor(name)
             w = w.abs() if stat == "abs" else w.float().square()
             for axis in range(w.ndim):
                 if (name, axis) in self.cg.param_axes:

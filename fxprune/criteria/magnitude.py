@@ -66,7 +66,7 @@ def _fpgm_distances(ctx: ScoringContext, key: ParamAxis) -> np.ndarray:
     hit = ctx._cache.get((key, "fpgm"))
     if hit is None:
         name, axis = key
-        w = ctx.cg.tensors[name].detach().double().movedim(axis, 0)
+        w = ctx.tensor(name).double().movedim(axis, 0)
         x = w.reshape(w.shape[0], -1)
         gm = geometric_median(x)
         hit = ctx._cache[(key, "fpgm")] = (x - gm).norm(dim=1).cpu().numpy()
@@ -101,5 +101,5 @@ def bn_scale(group: Group, ctx: ScoringContext) -> np.ndarray:
     if not keys:
         log.info("bn_scale: group %s has no normalisation scale; scored by l1", group.key)
         return l1(group, ctx)
-    gamma = lambda k: ctx.cg.tensors[k[0]].detach().abs().double().cpu().numpy()  # noqa: E731
+    gamma = lambda k: ctx.tensor(k[0]).abs().double().cpu().numpy()  # noqa: E731
     return ctx.reduce(group, ctx.per_member(group, gamma, keys))

@@ -26,7 +26,7 @@ from ..capture.trace import TracedModel
 from ..capture.copying import copy_module, lookup_attr
 from ..capture.graph_module import DualGraphModule
 
-__all__ = ["RewriteContext", "pruned_shape", "rewrite_pass"]
+__all__ = ["RewriteContext", "pruned_shape", "rewrite_pass", "tensor_cuts"]
 
 
 class RewriteContext:
@@ -64,14 +64,20 @@ def pruned_shape(node: fx.Node, id_kept: np.ndarray) -> tuple[int, ...] | None:
     return kept_sizes(factors, shape, id_kept) if isinstance(factors, tuple) else shape
 
 
-def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Tensor]:
-    """New tensor for every tensor the graphs use: sliced where an axis lost channels, cloned
-    otherwise (so training the pruned model never writes to the caller's weights)."""
+def tensor_cuts(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """For every tensor (canonical name) that loses channels: (axis, kept indices) per cut axis."""
     cuts: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, axis), ids in cg.param_axes.items():
         keep = id_kept[ids]
         if not keep.all():
             cuts.setdefault(name, []).append((axis, np.nonzero(keep)[0]))
+    return cuts
+
+
+def _slice_tensors(cg: ChannelGraph, id_kept: np.ndarray) -> dict[str, torch.Tensor]:
+    """New tensor for every tensor the graphs use: sliced where an axis lost channels, cloned
+    otherwise (so training the pruned model never writes to the caller's weights)."""
+    cuts = tensor_cuts(cg, id_kept)
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, t in cg.tensors.items():
