@@ -165,3 +165,25 @@ def test_meta_resolve_says_what_it_needs(tmp_path):
         fxprune.resolve(model, fxprune.Plan(sparsity=0.5), (ids,), weights=dense)
     with pytest.raises(PlanError, match="uniform=True .* scope='local'"):
         fxprune.Plan(sparsity=0.5, scope="global", uniform=True)
+
+
+def test_cli_resolve_then_apply_writes_a_loadable_checkpoint(tmp_path, capsys):
+    from fxprune.cli import main
+
+    model, _, dense, ids = _checkpoint(tmp_path, _config())
+    res = tmp_path / "res.json"
+    assert main(["resolve", "--model", f"hf-config:{dense}", "--weights", str(dense), "--params", "0.6",
+                 "--round-to", "4", "--uniform", "--input-shape", "2,12", "--out", str(res)]) == 0
+    out = tmp_path / "pruned"
+    assert main(["apply", "--model", f"hf-config:{dense}", "--weights", str(dense), "--resolution", str(res),
+                 "--out", str(out), "--input-shape", "2,12", "--max-shard-size", "50KB"]) == 0
+    printed = capsys.readouterr().out
+    assert "hidden_size" in printed and "from_pretrained" in printed
+    resolution = fxprune.Resolution.from_json(res)
+    small = fxprune.compile(model, resolution=resolution, example_inputs=(ids,))
+    loaded = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, _logits(small(ids)), atol=1e-5, rtol=1e-4)
+    assert main(["apply", "--model", f"hf-config:{dense}", "--weights", str(tmp_path / "nowhere"),
+                 "--resolution", str(res), "--out", str(tmp_path / "x")]) == 1
+    assert "does not exist" in capsys.readouterr().err

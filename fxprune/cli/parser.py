@@ -31,7 +31,8 @@ def _round_to(text: str) -> int | str:
     return value
 
 
-MODEL_HELP = ("model spec: torchvision:NAME, timm:NAME, hf:DIR (a local HuggingFace config/checkpoint), cifar:NAME, "
+MODEL_HELP = ("model spec: torchvision:NAME, timm:NAME, hf:DIR (a local HuggingFace config/checkpoint), hf-config:DIR "
+              "(its config.json only, on the meta device: no weights in memory), cifar:NAME, "
               "path/to/file.py:factory, package.module:factory, or a saved model.fxp / model.pt2")
 
 
@@ -64,6 +65,53 @@ def _add_model_options(p: argparse.ArgumentParser, *, plan_file: bool = True) ->
     p.add_argument("--prune-outputs", action="store_true", help="the model's outputs may lose channels too (backbones)")
     p.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _byte_size(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    number = text.upper().rstrip("KMGIB")
+    unit = text.upper()[len(number):]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size looks like 2GB, 500MB or 1048576, got {text!r}")
+    return int(value)
+
+
+def _checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
+    rs = sub.add_parser("resolve", help="choose the kept channels (resolution.json) without building the pruned "
+                                        "model; on a hf-config: model the weight scores stream from its shards")
+    rs.add_argument("--model", required=True, help=MODEL_HELP)
+    rs.add_argument("--weights", help="hf-config: models: the directory of safetensors shards the weight criteria "
+                                      "read; other models: a state-dict file")
+    budget = rs.add_mutually_exclusive_group()
+    budget.add_argument("--sparsity", type=float, help="fraction of channels to remove (default 0.5)")
+    budget.add_argument("--flops", type=float, help="fraction of the dense MACs to keep")
+    budget.add_argument("--params", type=float, help="fraction of the dense parameters to keep")
+    rs.add_argument("--criterion", default="l2")
+    rs.add_argument("--round-to", type=int, default=1, help="kept widths become multiples of this")
+    rs.add_argument("--uniform", action="store_true", help="one width per layer kind (every layer the same), as a "
+                    "HuggingFace config needs: required by `fxprune apply`")
+    rs.add_argument("--attention", choices=list(ATTENTION), default="heads",
+                    help="prune attention by whole heads (default) or by the same head dims in every head")
+    rs.add_argument("--ignore", nargs="*", help="module names to leave alone")
+    rs.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,128 (token ids)")
+    rs.add_argument("--seed", type=int, default=0)
+    rs.add_argument("--out", required=True, help="the resolution JSON file to write")
+    rs.set_defaults(handler="checkpoint:cmd_resolve")
+
+    ap = sub.add_parser("apply", help="write the pruned HuggingFace checkpoint of a resolution, streaming the dense "
+                                      "shards one tensor at a time (config.json rewritten)")
+    ap.add_argument("--model", required=True, help="hf-config:DIR (or hf:DIR) of the dense checkpoint")
+    ap.add_argument("--weights", required=True, help="directory of the dense safetensors shards")
+    ap.add_argument("--resolution", required=True, help="resolution JSON (from `fxprune resolve` or `prune`)")
+    ap.add_argument("--out", required=True, help="output directory of the pruned checkpoint")
+    ap.add_argument("--max-shard-size", type=_byte_size, help="size of the written shards, e.g. 2GB (default: half "
+                    "the largest dense shard, which bounds the memory used)")
+    ap.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,128 (token ids)")
+    ap.set_defaults(handler="checkpoint:cmd_apply")
 
 
 def _app_parsers(sub: argparse._SubParsersAction) -> None:
@@ -191,5 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(handler="train:cmd_train")
 
 
+    _checkpoint_parsers(sub)
     _app_parsers(sub)
     return p

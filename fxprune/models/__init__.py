@@ -103,10 +103,9 @@ def _timm(name: str) -> tuple[nn.Module, InputSpec]:
 HF_SEQUENCE = 128  # tokens of the example input of a HuggingFace text model
 
 
-@register_zoo("hf")
-def _huggingface(directory: str) -> tuple[nn.Module, InputSpec]:
-    """A local directory with a ``config.json`` (and optionally weights): the class its config
-    names (``architectures``, looked up among transformers' own classes only), else ``AutoModel``."""
+def _hf_class(directory: str):
+    """(config, model class) of a local HuggingFace directory: the class its config names
+    (``architectures``, looked up among transformers' own classes only), else ``AutoModel``."""
     try:
         import transformers
     except ImportError:
@@ -124,19 +123,41 @@ def _huggingface(directory: str) -> tuple[nn.Module, InputSpec]:
     cls = next((getattr(transformers, a) for a in names if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", a)
                 and isinstance(getattr(transformers, a, None), type)
                 and issubclass(getattr(transformers, a), transformers.PreTrainedModel)), transformers.AutoModel)
+    return config, cls
+
+
+def _hf_input(directory: str, config: Any) -> InputSpec:
+    if getattr(config, "vocab_size", None):
+        return TokenIds((1, HF_SEQUENCE), int(config.vocab_size))
+    size = getattr(config, "image_size", None)
+    if isinstance(size, int):
+        return (1, int(getattr(config, "num_channels", 3)), size, size)
+    raise ModelError(f"hf:{directory}: cannot tell the input of a {type(config).__name__} (no vocab_size or "
+                     "image_size in its config)")
+
+
+@register_zoo("hf")
+def _huggingface(directory: str) -> tuple[nn.Module, InputSpec]:
+    """A local directory with a ``config.json`` (and optionally weights, loaded)."""
+    config, cls = _hf_class(directory)
+    path = Path(directory)
     has_weights = any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
                                                      "pytorch_model.bin"))
     if has_weights:
         model = cls.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     else:
-        model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
-    if getattr(config, "vocab_size", None):
-        return model, TokenIds((1, HF_SEQUENCE), int(config.vocab_size))
-    size = getattr(config, "image_size", None)
-    if isinstance(size, int):
-        return model, (1, int(getattr(config, "num_channels", 3)), size, size)
-    raise ModelError(f"hf:{directory}: cannot tell the input of a {type(config).__name__} (no vocab_size or "
-                     "image_size in its config)")
+        model = cls.from_config(config) if cls.__name__ == "AutoModel" else cls(config)
+    return model, _hf_input(directory, config)
+
+
+@register_zoo("hf-config")
+def _huggingface_meta(directory: str) -> tuple[nn.Module, InputSpec]:
+    """The model a local ``config.json`` describes, built on the meta device: shapes without
+    weights, for planning a model larger than memory (weights come from its shards)."""
+    config, cls = _hf_class(directory)
+    with torch.device("meta"):
+        model = cls.from_config(config) if cls.__name__ == "AutoModel" else cls(config)
+    return model, _hf_input(directory, config)
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
