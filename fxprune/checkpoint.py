@@ -184,7 +184,7 @@ def _shard_budget(ckpt: ShardedCheckpoint, max_shard_bytes: int | None) -> int:
     if max_shard_bytes is not None:
         return int(max_shard_bytes)
     largest = max(sum(ckpt.nbytes(n) for n, s in ckpt.where.items() if s == shard) for shard in ckpt.shards)
-    return max(largest // 2, 1)
+    return max(largest // 4, 1)
 
 
 def _write_shard(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -218,8 +218,8 @@ def prune_checkpoint(model: nn.Module, resolution: Resolution, weights: str | Pa
 
     ``model``: the HuggingFace model the checkpoint belongs to, usually built on the meta device
     from its config (``with torch.device("meta"): LlamaForCausalLM(config)``); only its graph and
-    shapes are used. ``max_shard_bytes``: size of the written shards (default: half the largest
-    dense shard, which bounds the memory this takes). The result loads with
+    shapes are used. ``max_shard_bytes``: size of the written shards (default: a quarter of the
+    largest dense shard, which bounds the memory this takes). The result loads with
     ``type(model).from_pretrained(out)`` and computes what ``fxprune.compile(model,
     resolution=resolution)`` computes on the dense weights."""
     out = Path(out)

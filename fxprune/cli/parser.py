@@ -108,8 +108,8 @@ def _checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--weights", required=True, help="directory of the dense safetensors shards")
     ap.add_argument("--resolution", required=True, help="resolution JSON (from `fxprune resolve` or `prune`)")
     ap.add_argument("--out", required=True, help="output directory of the pruned checkpoint")
-    ap.add_argument("--max-shard-size", type=_byte_size, help="size of the written shards, e.g. 2GB (default: half "
-                    "the largest dense shard, which bounds the memory used)")
+    ap.add_argument("--max-shard-size", type=_byte_size, help="size of the written shards, e.g. 2GB (default: a "
+                    "quarter of the largest dense shard, which bounds the memory used)")
     ap.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,128 (token ids)")
     ap.set_defaults(handler="checkpoint:cmd_apply")
 
