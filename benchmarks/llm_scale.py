@@ -152,6 +152,16 @@ def stream_step(step: str, directory: str) -> dict:
     return out
 
 
+def _child(argv: list[str], what: str) -> dict:
+    """Run this script with ``argv`` in a fresh process (its own peak RSS); its last stdout line
+    is the JSON result."""
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{what}: failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def stream(directory: str) -> None:
     import shutil
 
@@ -160,15 +170,10 @@ def stream(directory: str) -> None:
     rows = []
     try:
         for step in ("make", "resolve", "apply", "check"):
-            proc = subprocess.run([sys.executable, __file__, "--stream-step", step, directory], capture_output=True,
-                                  text=True)
-            if proc.returncode:
-                sys.stderr.write(proc.stderr[-3000:])
-                raise SystemExit(f"{step}: failed")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"{step}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB (baseline {r['baseline_rss_mb']:.0f}"
-                  f", +{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f}; largest shard {r['largest_shard_mb']:.0f} MB) "
+            rows.append(r := _child(["--stream-step", step, directory], step))
+            print(f"{step}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB (baseline "
+                  f"{r['baseline_rss_mb']:.0f}, +{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f}; largest shard "
+                  f"{r['largest_shard_mb']:.0f} MB) "
                   + json.dumps({k: v for k, v in r.items() if k in ("params", "shards", "params_ratio", "config",
                                                                      "max_rel_diff")}), flush=True)
     finally:
@@ -177,8 +182,8 @@ def stream(directory: str) -> None:
     cmd = "python benchmarks/llm_scale.py " + " ".join(sys.argv[1:])
     (RESULTS / "llm_stream.json").write_text(json.dumps({"command": cmd, "config": STREAM_CONFIG,
                                                          "plan": STREAM_PLAN, "rows": rows}, indent=1))
-    lines = [f"Command: `{cmd}`", "", f"{STREAM_CONFIG['name']}-shaped LLaMA, random fp32 weights in 1 GB safetensors "
-             f"shards; plan {STREAM_PLAN}; each step in its own process.", "",
+    lines = [f"Command: `{cmd}`", "", f"{STREAM_CONFIG['name']}-shaped LLaMA, random fp32 weights in 1 GB "
+             f"safetensors shards; plan {STREAM_PLAN}; each step in its own process.", "",
              "| step | seconds | baseline RSS MB | peak RSS MB | above baseline MB | largest shard MB |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -209,13 +214,7 @@ def main() -> None:
         return
     rows = []
     for key in args.configs:
-        proc = subprocess.run([sys.executable, __file__, "--one", key, "--seq", str(args.seq)], capture_output=True,
-                              text=True)
-        if proc.returncode:
-            sys.stderr.write(proc.stderr[-3000:])
-            raise SystemExit(f"{key}: planning failed")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
+        rows.append(r := _child(["--one", key, "--seq", str(args.seq)], f"{key}: planning"))
         print(f"{r['config']}: {r['params_dense'] / 1e9:.2f}B params -> {r['params_ratio']:.3f}; {r['groups']} groups, "
               f"{r['nodes']} nodes ({r['capture']}); {r['total_s']:.1f} s (analyse {r['analyse_s']:.1f}, resolve "
               f"{r['resolve_s']:.1f}); peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)

@@ -116,8 +116,8 @@ def _llama_widths(model: nn.Module, shapes: dict[str, tuple[int, ...]],
         sizes = sorted(set(values.values()))
         if len(sizes) > 1:
             by = ", ".join(f"{s}: {[w for w, v in values.items() if v == s][:3]}" for s in sizes)
-            raise CheckpointError(f"{key} differs between layers ({by}); a {type(config).__name__} has one value for every layer: plan with "
-                                  "uniform=True (one width per layer kind; local scope)")
+            raise CheckpointError(f"{key} differs between layers ({by}); a {type(config).__name__} has one value "
+                                  "for every layer: plan with uniform=True (one width per layer kind; local scope)")
         if sizes:
             out[key] = sizes[0]
     return out

@@ -98,5 +98,6 @@ def cmd_apply(args: argparse.Namespace, console: Console) -> int:
     table.add_row("bytes", _fmt(written.bytes_in), _fmt(written.bytes_out))
     console.print(table)
     console.print(f"{written.tensors} tensors into {len(written.shards)} shard(s) in {seconds:.1f}s, peak RSS "
-                  f"{_peak_rss_gb():.2f} GB; load it with {type(model).__name__}.from_pretrained({json.dumps(str(out))})")
+                  f"{_peak_rss_gb():.2f} GB; load it with "
+                  f"{type(model).__name__}.from_pretrained({json.dumps(str(out))})")
     return 0
