@@ -64,12 +64,6 @@ class CheckpointWrite:
         return self.params_pruned / max(self.params_dense, 1)
 
 
-@dataclass
-class _Norm:
-    name: str  # the module's weight tensor
-    scale: float  # D / K
-
-
 def _whole_heads(idx: np.ndarray | None, kept: int, head_dim: int) -> bool:
     """The kept rows ``idx`` (None: all) are whole heads: blocks ``[h*d, (h+1)*d)``."""
     if kept % head_dim:
@@ -157,10 +151,10 @@ def pruned_config(model: nn.Module, shapes: dict[str, tuple[int, ...]], norm_sca
     return new
 
 
-def _norms(a: Analysis, cuts: dict[str, list[tuple[int, np.ndarray]]], native: bool) -> list[_Norm]:
-    """The RMSNorms whose channels are pruned (folded: weight * sqrt(D/K), eps * D/K); a pruned
-    LayerNorm is refused unless the plan chose the native (kept-count) form."""
-    out = []
+def _norms(a: Analysis, cuts: dict[str, list[tuple[int, np.ndarray]]], native: bool) -> dict[str, float]:
+    """Weight name -> D/K of every RMSNorm whose channels are pruned (folded: weight * sqrt(D/K),
+    eps * D/K); a pruned LayerNorm is refused unless the plan chose the native (kept-count) form."""
+    out = {}
     for mname, m in a.model.named_modules():
         w = getattr(m, "weight", None)
         pname = a.cg.aliases.get(f"{mname}.weight", f"{mname}.weight")
@@ -173,7 +167,7 @@ def _norms(a: Analysis, cuts: dict[str, list[tuple[int, np.ndarray]]], native: b
                                       f"which {type(m).__name__} over the kept channels does not compute; plan with "
                                       "layer_norm='native' (a different function: fine-tune) to write this checkpoint")
         elif isinstance(m, nn.RMSNorm) or hasattr(m, "variance_epsilon"):
-            out.append(_Norm(pname, w.shape[0] / kept))
+            out[pname] = w.shape[0] / kept
         elif "norm" in type(m).__name__.lower():
             raise CheckpointError(f"{mname} ({type(m).__name__}) loses channels and is neither an RMSNorm nor a "
                                   "LayerNorm; its pruned form cannot be written to a checkpoint")
@@ -183,14 +177,8 @@ def _norms(a: Analysis, cuts: dict[str, list[tuple[int, np.ndarray]]], native: b
 def _shard_budget(ckpt: ShardedCheckpoint, max_shard_bytes: int | None) -> int:
     if max_shard_bytes is not None:
         return int(max_shard_bytes)
-    largest = max(sum(ckpt.nbytes(n) for n, s in ckpt.where.items() if s == shard) for shard in ckpt.shards)
+    largest = max(sum(ckpt.nbytes(n) for n in ckpt.in_shard(shard)) for shard in ckpt.shards)
     return max(largest // 4, 1)
-
-
-def _write_shard(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    save_file(tensors, str(path), metadata=metadata)
 
 
 def _carry_files(src: Path, out: Path) -> None:
@@ -240,8 +228,8 @@ def prune_checkpoint(model: nn.Module, resolution: Resolution, weights: str | Pa
         raise CheckpointError("the model has weight-normalised layers; prune_checkpoint cannot rescale their g from "
                               "a shard alone: compile the materialised model instead")
     cuts = tensor_cuts(cg, kept_ids(a, resolution))
-    norms = {n.name: n for n in _norms(a, cuts, plan.layer_norm == "native")}
-    scales = {round(n.scale, 12) for n in norms.values()}
+    norms = _norms(a, cuts, plan.layer_norm == "native")
+    scales = {round(v, 12) for v in norms.values()}
     if len(scales) > 1:
         raise CheckpointError(f"pruned RMSNorms keep different fractions ({sorted(scales)}); the config has one "
                               "rms_norm_eps for all of them")
@@ -253,7 +241,9 @@ def prune_checkpoint(model: nn.Module, resolution: Resolution, weights: str | Pa
             shape[axis] = len(idx)
         shapes[key] = tuple(shape)
     rows = {key: idx for key, canon in names.items() for axis, idx in cuts.get(canon, []) if axis == 0}
-    config = pruned_config(model, shapes, next(iter(norms.values())).scale if norms else None, rows)
+    config = pruned_config(model, shapes, next(iter(norms.values()), None), rows)
+
+    from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     budget = _shard_budget(ckpt, max_shard_bytes)
@@ -266,7 +256,7 @@ def prune_checkpoint(model: nn.Module, resolution: Resolution, weights: str | Pa
         nonlocal batch, size
         if batch:
             path = out / f"fxprune-part-{len(written):05d}.safetensors"
-            _write_shard(batch, path, metadata)
+            save_file(batch, str(path), metadata=metadata)
             written.append((path, list(batch)))
             batch, size = {}, 0
 
@@ -278,7 +268,7 @@ def prune_checkpoint(model: nn.Module, resolution: Resolution, weights: str | Pa
             for axis, idx in cuts.get(canon, []):
                 t = t.index_select(axis, torch.as_tensor(idx))
             if canon in norms:
-                t = (t.double() * math.sqrt(norms[canon].scale)).to(t.dtype)
+                t = (t.double() * math.sqrt(norms[canon])).to(t.dtype)
             t = t.contiguous()
             nbytes = t.numel() * t.element_size()
             if batch and size + nbytes > budget:

@@ -109,9 +109,8 @@ class ShardedCheckpoint:
         return list(self.where)
 
     def in_shard(self, shard: Path) -> list[str]:
-        """The tensor names of ``shard``, in file order."""
-        with _safe_open(shard) as f:
-            return list(f.keys())
+        """The tensor names of ``shard``, in file order (from the headers read at construction)."""
+        return [n for n, s in self.where.items() if s == shard]
 
     def nbytes(self, name: str) -> int:
         return _DTYPE_BYTES.get(self.dtypes[name], 4) * int(torch.Size(self.shapes[name]).numel())
